@@ -1,0 +1,113 @@
+"""The application factory and the settings/plugins start-up shared by every entry point."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import pluggy
+from pyramid.config import Configurator
+from pyramid.events import BeforeRender
+from pyramid.csrf import get_csrf_token
+
+from . import settings as settings_mod
+from .plugins import get_plugin_manager
+from .ui import collect
+
+log = logging.getLogger(__name__)
+
+
+def load_config(
+    raw: dict[str, Any], *, here: str | Path | None = None, pm: pluggy.PluginManager | None = None
+) -> tuple[dict[str, Any], pluggy.PluginManager]:
+    """Build the plugin manager and the converted settings from raw ini values.
+
+    The web app, the worker and every ``sendit`` command start here.
+
+    :param raw: the ini's ``[app:main]`` values.
+    :param here: the ini file's folder (relative paths resolve against it).
+    :param pm: a ready plugin manager (tests); default: built-ins + entry points
+        minus ``sendit.plugins.disabled``.
+    :raises SettingsError: for any bad value, naming the key.
+    """
+    if pm is None:
+        disabled_raw = os.environ.get("SENDIT_PLUGINS_DISABLED", raw.get("sendit.plugins.disabled", ""))
+        pm = get_plugin_manager(disabled=settings_mod.to_list(str(disabled_raw), None))
+    declared = [s for result in pm.hook.sendit_settings() if result for s in result]
+    settings = settings_mod.load_settings(raw, here=here, declared=declared)
+    problems = [p for result in pm.hook.sendit_check_settings(settings=settings) if result
+                for p in result]
+    if problems:
+        raise settings_mod.SettingsError(problems)
+    return settings, pm
+
+
+def main(global_config: dict[str, Any], **raw_settings: Any):
+    """The ``paste.app_factory``: ``pserve development.ini`` calls this."""
+    here = (global_config or {}).get("here")
+    settings, pm = load_config(raw_settings, here=here)
+    return create_app(settings, pm)
+
+
+def create_app(settings: dict[str, Any], pm: pluggy.PluginManager):
+    """Build the WSGI app from converted settings and a plugin manager."""
+    for key in ("sendit.var_dir", "sendit.data_dir", "sendit.storage_dir"):
+        Path(settings[key]).mkdir(parents=True, exist_ok=True)
+    with Configurator(settings=settings) as config:
+        config.registry["sendit.pm"] = pm
+        config.include("pyramid_jinja2")
+        config.include(".models")
+        config.include(".security")
+        config.include(".routes")
+        config.add_subscriber(_template_globals, BeforeRender)
+        config.scan(".views")
+        settings = config.get_settings()
+        if settings["sendit.db.auto_create"]:
+            from .models import upgrade_schema
+
+            upgrade_schema(settings, settings["sendit.engine"])
+        config.commit()  # the core is ready: now the plugins
+        pm.hook.sendit_pyramid_configure(config=config, settings=settings)
+        return config.make_wsgi_app()
+
+
+def _template_globals(event: BeforeRender) -> None:
+    request = event.get("request")
+    if request is None or "sendit" in event:
+        return
+    event["sendit"] = TemplateContext(request)
+
+
+class TemplateContext:
+    """What every template sees as ``sendit``: navigation, messages, the CSRF token."""
+
+    def __init__(self, request):
+        self.request = request
+
+    @property
+    def logged_in(self) -> bool:
+        from .security import ADMIN
+
+        return self.request.sendit_identity == ADMIN
+
+    @property
+    def lockdown(self) -> bool:
+        return self.request.registry["sendit.lockdown"].enabled
+
+    def nav(self):
+        if not self.logged_in:
+            return []
+        pm = self.request.registry["sendit.pm"]
+        return collect(pm.hook.sendit_nav_items(request=self.request))
+
+    def csrf_token(self) -> str:
+        return get_csrf_token(self.request)
+
+    def flash(self) -> list[tuple[str, str]]:
+        session = self.request.session
+        return [(kind, msg) for kind in ("error", "success", "")
+                for msg in session.pop_flash(kind)]
+
+    def static(self, path: str) -> str:
+        return self.request.static_path(f"sendit_core:static/{path}")

@@ -1,0 +1,100 @@
+"""The data model, the engine and the per-request session.
+
+Public functions other modules and plugins use: :func:`get_engine`,
+:func:`get_session_factory`, :func:`get_tm_session` and :func:`upgrade_schema`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import zope.sqlalchemy
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, configure_mappers, sessionmaker
+
+from .batch import Batch, BatchStatus
+from .error import IngestError
+from .header import MAX_VALUE_LENGTH, HeaderField, HeaderValue
+from .image import Image
+from .meta import Base, utcnow
+
+__all__ = [
+    "Base", "Batch", "BatchStatus", "HeaderField", "HeaderValue", "Image", "IngestError",
+    "MAX_VALUE_LENGTH", "get_engine", "get_session_factory", "get_tm_session",
+    "upgrade_schema", "utcnow",
+]
+
+configure_mappers()
+
+
+def get_engine(settings: dict[str, Any], prefix: str = "sqlalchemy.") -> Engine:
+    """Create the engine from ``sqlalchemy.*`` settings (SQLite gets WAL and pragmas)."""
+    url = settings[prefix + "url"]
+    if url.startswith("sqlite"):
+        database = url.split("///", 1)[-1]
+        if database and not database.startswith(":memory:") and not database.startswith("file:"):
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def get_session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def get_tm_session(session_factory: sessionmaker[Session], transaction_manager, request=None) -> Session:
+    """A session joined to ``transaction_manager`` (pyramid_tm's or a script's)."""
+    dbsession = session_factory(info={"request": request})
+    zope.sqlalchemy.register(dbsession, transaction_manager=transaction_manager)
+    return dbsession
+
+
+def alembic_config(settings: dict[str, Any], engine: Engine | None = None):
+    """An alembic Config for sendit's migrations, bound to the settings' database."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", "sendit_core:migrations")
+    cfg.set_main_option("sqlalchemy.url", settings["sqlalchemy.url"].replace("%", "%%"))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def upgrade_schema(settings: dict[str, Any], engine: Engine | None = None) -> str | None:
+    """Create or upgrade the schema to the newest migration; return the revision."""
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+
+    engine = engine or get_engine(settings)
+    command.upgrade(alembic_config(settings, engine), "head")
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def includeme(config) -> None:
+    """Pyramid: add ``request.dbsession``, joined to pyramid_tm's transaction."""
+    settings = config.get_settings()
+    settings["tm.manager_hook"] = "pyramid_tm.explicit_manager"
+    config.include("pyramid_tm")
+    config.include("pyramid_retry")
+    engine = settings.get("sendit.engine") or get_engine(settings)
+    settings["sendit.engine"] = engine
+    session_factory = get_session_factory(engine)
+    config.registry["dbsession_factory"] = session_factory
+
+    def dbsession(request):
+        return get_tm_session(session_factory, request.tm, request=request)
+
+    config.add_request_method(dbsession, reify=True)

@@ -1,0 +1,58 @@
+"""Header fields and values: every data element of every image, indexed for search.
+
+A :class:`HeaderField` is one distinct element *path* (``PatientName``, or
+``ReferencedSeriesSequence.SeriesInstanceUID`` inside a sequence, or a private
+tag ``(0009,0010)``), stored once; each image's values point to it by id, so
+"field F = / like / between V" is an index range scan on
+``(field_id, value_text)`` or ``(field_id, value_num)``.
+"""
+from __future__ import annotations
+
+from sqlalchemy import Float, ForeignKey, Index, Integer, SmallInteger, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .meta import Base
+
+#: Values longer than this are truncated in ``value_text`` (the file keeps all).
+MAX_VALUE_LENGTH = 1024
+
+
+class HeaderField(Base):
+    __tablename__ = "header_field"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: tag path, 8 hex digits per level joined by ".", e.g. ``00081115.0020000E``
+    tag_path: Mapped[str] = mapped_column(String(255), unique=True)
+    #: keyword path, e.g. ``ReferencedSeriesSequence.SeriesInstanceUID``; private
+    #: and unknown elements use their tag ``(0009,1001)`` as keyword
+    keyword_path: Mapped[str] = mapped_column(String(512))
+    #: the last element's tag as an integer (group << 16 | element)
+    tag: Mapped[int] = mapped_column(Integer)
+    vr: Mapped[str] = mapped_column(String(2))
+    #: nesting depth: 0 for top-level elements
+    depth: Mapped[int] = mapped_column(SmallInteger, default=0)
+    #: private creator of a private element, when known
+    private_creator: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (Index("ix_header_field_keyword_path", "keyword_path"),)
+
+
+class HeaderValue(Base):
+    __tablename__ = "header_value"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("image.id", ondelete="CASCADE"))
+    field_id: Mapped[int] = mapped_column(ForeignKey("header_field.id"))
+    #: sequence item indexes along the path, e.g. ``0`` or ``0.2`` ("" at top level)
+    item: Mapped[str] = mapped_column(String(64), default="")
+    #: position among the values of a multi-valued element (0-based)
+    position: Mapped[int] = mapped_column(SmallInteger, default=0)
+    value_text: Mapped[str | None] = mapped_column(Text)
+    #: numeric value for numeric VRs (DS, IS, US, FL, ...), for range searches
+    value_num: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (
+        Index("ix_header_value_field_text", "field_id", "value_text"),
+        Index("ix_header_value_field_num", "field_id", "value_num"),
+        Index("ix_header_value_image", "image_id", "field_id"),
+    )
