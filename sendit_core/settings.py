@@ -292,9 +292,9 @@ def masked_settings(settings: Mapping[str, Any]) -> dict[str, str]:
     specs: dict[str, Setting] = settings.get("sendit._specs", {})
     shown = {}
     for key in sorted(settings):
-        if key.startswith("sendit._"):
-            continue
         value = settings[key]
+        if key.startswith("sendit._") or not isinstance(value, (str, int, float, bool, Path, list)):
+            continue
         spec = specs.get(key)
         if (spec and spec.secret) or is_secret_key(key):
             shown[key] = _mask(key, value)

@@ -1,4 +1,4 @@
-"""Built-in plugin: the dashboard at ``/`` (batches, totals and other plugins' panels)."""
+"""Built-in plugin: the dashboard, batch, image and settings pages."""
 from sendit_core import NavItem, hookimpl
 
 
@@ -9,4 +9,7 @@ def sendit_pyramid_configure(config):
 
 @hookimpl
 def sendit_nav_items(request):
-    return [NavItem("Dashboard", request.route_path("home"), order=10, name="dashboard")]
+    return [
+        NavItem("Dashboard", request.route_path("home"), order=10, name="dashboard"),
+        NavItem("Settings", request.route_path("settings"), order=90, name="settings"),
+    ]

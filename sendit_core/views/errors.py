@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 
+from pyramid.exceptions import BadCSRFOrigin, BadCSRFToken
 from pyramid.httpexceptions import HTTPError, HTTPSeeOther, HTTPUnauthorized
 from pyramid.renderers import render_to_response
 from pyramid.view import exception_view_config, forbidden_view_config, notfound_view_config
@@ -75,6 +76,9 @@ def http_error(exc, request):
     if isinstance(exc, HTTPUnauthorized):
         return login_required(request)
     message = exc.detail or exc.explanation
+    if isinstance(exc, (BadCSRFToken, BadCSRFOrigin)):
+        message = ("The form's security token (CSRF) is missing or has expired, so nothing "
+                   "was changed. Reload the page and try again.")
     if is_api_request(request):
         response = json_error(request, exc.code, exc.title, str(message))
     else:

@@ -1,0 +1,1 @@
+"""Built-in plugin: the pydicom parser (work in progress)."""
