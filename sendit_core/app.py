@@ -47,7 +47,12 @@ def main(global_config: dict[str, Any], **raw_settings: Any):
     """The ``paste.app_factory``: ``pserve development.ini`` calls this."""
     here = (global_config or {}).get("here")
     settings, pm = load_config(raw_settings, here=here)
-    return create_app(settings, pm)
+    app = create_app(settings, pm)
+    if settings["sendit.worker"] == "thread":
+        from .worker import start_thread_worker
+
+        start_thread_worker(app.registry.settings, pm)
+    return app
 
 
 def create_app(settings: dict[str, Any], pm: pluggy.PluginManager):

@@ -72,6 +72,132 @@ def cmd_initdb(args: argparse.Namespace) -> int:
     return 0
 
 
+#: exit code of ``sendit import`` when it finished but some files became error rows
+EXIT_FILE_ERRORS = 3
+
+
+def _session_factory(settings: dict[str, Any]):
+    from .models import get_engine, get_session_factory
+
+    engine = get_engine(settings)
+    settings["sendit.engine"] = engine
+    return get_session_factory(engine)
+
+
+def _check_schema(session_factory) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        with session_factory() as db:
+            db.execute(text("SELECT 1 FROM job WHERE 1 = 0"))
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise CommandError(f"the database is not ready ({reason}); run 'sendit initdb INI' first") from None
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Import files and folders as one batch, in-process (--now) or through the workers."""
+    import time
+
+    from tqdm import tqdm
+
+    from .pipeline import Ingestor, import_now, iter_files, submit, wait_for_batch
+
+    settings, pm = read_ini(args.ini)
+    missing = [p for p in args.paths if not Path(p).exists() and not Path(p).is_symlink()]
+    if missing:
+        raise CommandError("no such file or folder: " + ", ".join(missing))
+    session_factory = _session_factory(settings)
+    _check_schema(session_factory)
+    started = time.monotonic()
+    files = iter_files(args.paths)
+    delete = True if args.delete_source else None
+    try:
+        submission = submit(session_factory, settings, files, batch_id=args.batch_id,
+                            batch_name=args.batch or _default_batch_name(args.paths),
+                            source="cli", delete_source=delete, publish=not args.now)
+    except LookupError as exc:
+        raise CommandError(str(exc)) from None
+    quiet = args.quiet
+    if not args.now:
+        print(f"queued {submission.file_count} file(s) in batch {submission.batch_id} "
+              f"({len(submission.job_ids)} job(s))")
+        if not args.wait:
+            if settings["sendit.worker"] == "thread":
+                print("the web server's worker imports them (is pserve running?)")
+            return 0
+        bar = tqdm(total=submission.file_count, unit="file", disable=quiet, desc="importing")
+
+        def follow(batch):
+            bar.n = submission.file_count - max(batch.pending_count, 0)
+            bar.refresh()
+
+        batch = wait_for_batch(session_factory, submission.batch_id, progress=follow)
+        bar.close()
+        return _summary(session_factory, submission, started, batch.image_count, batch.error_count)
+    ingestor = Ingestor(settings, pm, session_factory)
+    bar = tqdm(total=submission.file_count, unit="file", disable=quiet, desc="importing")
+    ingestor.on_chunk = lambda result, n: bar.update(n)
+    result = import_now(ingestor, submission)
+    bar.close()
+    return _summary(session_factory, submission, started, result.imported, result.errors,
+                    result.duplicates, result.bytes)
+
+
+def _default_batch_name(paths: list[str]) -> str:
+    if len(paths) == 1:
+        return Path(paths[0]).absolute().name or "import"
+    return "import"
+
+
+def _summary(session_factory, submission, started: float, imported: int, errors: int,
+             duplicates: int | None = None, nbytes: int | None = None) -> int:
+    """Print the closing line of ``sendit import``; return its exit code."""
+    import time
+
+    from .models import Batch
+
+    elapsed = max(time.monotonic() - started, 1e-6)
+    with session_factory() as db:
+        batch = db.get(Batch, submission.batch_id)
+    line = f"imported {imported}"
+    if duplicates is not None:
+        line += f", duplicates {duplicates}"
+    line += f", errors {errors} in {elapsed:.1f} s ({submission.file_count / elapsed:.1f} files/s"
+    if nbytes is not None:
+        line += f", {nbytes / 2**20 / elapsed:.1f} MB/s"
+    print(line + f"); batch {batch.name!r} (id {batch.id}) is {batch.status.value}")
+    if errors:
+        print(f"{errors} file(s) could not be imported: the batch page lists each with its "
+              f"reason", file=sys.stderr)
+        return EXIT_FILE_ERRORS
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run a worker in the foreground until SIGTERM or Ctrl-C."""
+    import signal
+
+    from .worker import Worker
+
+    settings, pm = read_ini(args.ini)
+    session_factory = _session_factory(settings)
+    _check_schema(session_factory)
+    worker = Worker(settings, pm, session_factory)
+
+    def stop(signum, frame):
+        log.info("signal %s: stopping after the current chunk", signum)
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"worker {worker.identity} started; stop it with Ctrl-C or SIGTERM", flush=True)
+    worker.run()
+    print(f"worker {worker.identity} stopped after {worker.jobs_done} job(s)")
+    return 0
+
+
 def build_parser(pm: pluggy.PluginManager) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sendit",
@@ -86,6 +212,31 @@ def build_parser(pm: pluggy.PluginManager) -> argparse.ArgumentParser:
     )
     initdb.add_argument("ini", help="the ini file, e.g. development.ini")
     initdb.set_defaults(func=cmd_initdb)
+
+    imp = subparsers.add_parser(
+        "import", help="import DICOM files or folders as one batch",
+        description="Import files and folders (recursively) as one batch. By default the "
+                    "files are queued for the workers; --now imports them in this process. "
+                    "Exit codes: 0 every file imported (or already there), 1 the command "
+                    "failed, 3 some files became error rows.",
+    )
+    imp.add_argument("ini", help="the ini file, e.g. development.ini")
+    imp.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to import")
+    imp.add_argument("--batch", metavar="NAME", help="name of the new batch (default: the folder's name)")
+    imp.add_argument("--batch-id", type=int, metavar="ID", help="add to this existing batch")
+    imp.add_argument("--now", action="store_true", help="import in this process, without workers")
+    imp.add_argument("--wait", action="store_true", help="queue for the workers and follow until done")
+    imp.add_argument("--delete-source", action="store_true",
+                     help="delete each file once imported (default: sendit.import.delete_source)")
+    imp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    imp.set_defaults(func=cmd_import)
+
+    worker = subparsers.add_parser(
+        "worker", help="run an ingest worker in the foreground",
+        description="Consume import jobs until SIGTERM or Ctrl-C. Run as many as you like.",
+    )
+    worker.add_argument("ini", help="the ini file, e.g. production.ini")
+    worker.set_defaults(func=cmd_worker)
     pm.hook.sendit_add_commands(subparsers=subparsers)
     return parser
 

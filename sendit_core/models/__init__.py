@@ -17,10 +17,12 @@ from .batch import Batch, BatchStatus
 from .error import IngestError
 from .header import MAX_VALUE_LENGTH, HeaderField, HeaderValue
 from .image import Image
+from .job import FileOutcome, Job, JobFile, JobStatus
 from .meta import Base, utcnow
 
 __all__ = [
-    "Base", "Batch", "BatchStatus", "HeaderField", "HeaderValue", "Image", "IngestError",
+    "Base", "Batch", "BatchStatus", "FileOutcome", "HeaderField", "HeaderValue", "Image",
+    "IngestError", "Job", "JobFile", "JobStatus",
     "MAX_VALUE_LENGTH", "get_engine", "get_session_factory", "get_tm_session",
     "upgrade_schema", "utcnow",
 ]

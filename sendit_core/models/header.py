@@ -8,7 +8,7 @@ tag ``(0009,0010)``), stored once; each image's values point to it by id, so
 """
 from __future__ import annotations
 
-from sqlalchemy import Float, ForeignKey, Index, Integer, SmallInteger, String, Text
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, SmallInteger, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .meta import Base
@@ -40,7 +40,8 @@ class HeaderField(Base):
 class HeaderValue(Base):
     __tablename__ = "header_value"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    #: 64-bit on PostgreSQL (billions of values); SQLite's rowid is 64-bit already
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("image.id", ondelete="CASCADE"))
     field_id: Mapped[int] = mapped_column(ForeignKey("header_field.id"))
     #: sequence item indexes along the path, e.g. ``0`` or ``0.2`` ("" at top level)

@@ -1,0 +1,651 @@
+"""The ingest pipeline every source goes through.
+
+1. A source calls :func:`submit` (or :func:`create_jobs` inside its own
+   transaction, then :func:`sendit_core.broker.publish_jobs` after the commit):
+   the batch, its jobs and one row per file are recorded first.
+2. A worker (:class:`Ingestor`) claims a job and processes its pending files in
+   chunks: parse (the ``sendit_parse_file`` hook), store atomically, then one
+   transaction writes the images, their header values, the error rows, the
+   files' outcomes and the batch's counters together.
+3. After each commit the events hooks run; the source files are deleted when
+   asked, and only for files whose outcome is committed and not an error.
+
+Nothing is lost: a file's outcome and its image commit together, so a worker
+killed at any point leaves pending files that the next claim picks up.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import and_, bindparam, case, insert, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from . import events
+from .models import (
+    MAX_VALUE_LENGTH, Batch, BatchStatus, FileOutcome, HeaderField, HeaderValue, Image,
+    IngestError, Job, JobFile, JobStatus, utcnow,
+)
+from .parsing import HeaderElement, ParsedFile, ParseError, parse_file
+from .storage import Stored, same_content, store_file, stored_relpath
+
+log = logging.getLogger(__name__)
+
+
+# -- submitting -----------------------------------------------------------------
+
+
+@dataclass
+class Submission:
+    batch_id: int
+    job_ids: list[int]
+    file_count: int
+
+
+def iter_files(paths: Iterable[str | Path]) -> Iterator[tuple[Path, str]]:
+    """Yield ``(absolute path, display name)`` for files and folders (recursively,
+    sorted, streaming). Broken symlinks are yielded too: they become error rows."""
+    for given in paths:
+        root = Path(given).absolute()
+        if root.is_dir():
+            for folder, dirs, files in os.walk(root):
+                dirs.sort()
+                for name in sorted(files):
+                    path = Path(folder, name)
+                    yield path, str(path.relative_to(root.parent))
+        else:
+            yield root, root.name
+
+
+def create_jobs(
+    db: Session,
+    settings: dict[str, Any],
+    files: Iterable[tuple[Path | str, str]],
+    *,
+    batch: Batch | None = None,
+    batch_name: str | None = None,
+    source: str = "cli",
+    delete_source: bool | None = None,
+) -> Submission:
+    """Record a batch (new, or ``batch``) and jobs for ``files`` in ``db``'s transaction.
+
+    Publish the returned job ids with :func:`sendit_core.broker.publish_jobs`
+    only after the transaction commits. Memory stays flat: files are inserted
+    in chunks as they are iterated.
+    """
+    if delete_source is None:
+        delete_source = settings["sendit.import.delete_source"]
+    if batch is None:
+        batch = Batch(name=batch_name or f"{source}-{utcnow():%Y%m%d-%H%M%S}", source=source,
+                      status=BatchStatus.QUEUED)
+        db.add(batch)
+        db.flush()
+    job_size = settings["sendit.import.job_size"]
+    job_ids: list[int] = []
+    chunk: list[tuple[str, str]] = []
+    total = 0
+
+    def flush_job() -> None:
+        job = Job(batch_id=batch.id, source=source, delete_source=delete_source, file_count=len(chunk))
+        db.add(job)
+        db.flush()
+        db.execute(insert(JobFile), [{"job_id": job.id, "path": p, "name": n} for p, n in chunk])
+        job_ids.append(job.id)
+        chunk.clear()
+
+    for path, name in files:
+        chunk.append((str(path), name))
+        total += 1
+        if len(chunk) >= job_size:
+            flush_job()
+    if chunk:
+        flush_job()
+    values: dict[str, Any] = {"pending_count": Batch.pending_count + total, "updated_at": utcnow()}
+    if total:
+        values.update(status=BatchStatus.QUEUED, finished_at=None)
+    elif batch.image_count == 0 and batch.pending_count == 0:
+        values.update(status=BatchStatus.EMPTY, finished_at=utcnow())
+    db.execute(update(Batch).where(Batch.id == batch.id).values(**values))
+    return Submission(batch.id, job_ids, total)
+
+
+def submit(
+    session_factory: sessionmaker[Session],
+    settings: dict[str, Any],
+    files: Iterable[tuple[Path | str, str]],
+    *,
+    batch_id: int | None = None,
+    batch_name: str | None = None,
+    source: str = "cli",
+    delete_source: bool | None = None,
+    publish: bool = True,
+) -> Submission:
+    """Record files for import in their own transaction, then wake the workers.
+
+    :param batch_id: add to this existing batch (``LookupError`` if it is gone),
+        else a new batch named ``batch_name`` is created.
+    """
+    from .broker import publish_jobs
+
+    with session_factory() as db:
+        batch = None
+        if batch_id is not None:
+            batch = db.get(Batch, batch_id)
+            if batch is None:
+                raise LookupError(f"there is no batch {batch_id}")
+        submission = create_jobs(db, settings, files, batch=batch, batch_name=batch_name,
+                                 source=source, delete_source=delete_source)
+        db.commit()
+    if publish:
+        publish_jobs(settings, submission.job_ids)
+    return submission
+
+
+# -- processing -------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What happened to one file, before and after the commit."""
+
+    file_id: int
+    path: Path
+    name: str
+    outcome: FileOutcome = FileOutcome.PENDING
+    parsed: ParsedFile | None = None
+    relpath: str | None = None
+    size: int = 0
+    step: str = ""
+    message: str = ""
+    image_id: int | None = None
+
+    def fail(self, step: str, message: str) -> "Outcome":
+        self.outcome, self.step, self.message = FileOutcome.ERROR, step, message
+        self.parsed = None
+        return self
+
+
+@dataclass
+class JobResult:
+    """Counts for one processed job (or an in-process import)."""
+
+    imported: int = 0
+    duplicates: int = 0
+    errors: int = 0
+    bytes: int = 0
+    batch_finished: bool = False
+
+    def add(self, other: "JobResult") -> None:
+        self.imported += other.imported
+        self.duplicates += other.duplicates
+        self.errors += other.errors
+        self.bytes += other.bytes
+        self.batch_finished = self.batch_finished or other.batch_finished
+
+
+def worker_identity() -> str:
+    """``host:pid:token``: who claimed a job (the pid lets a local sweep see it died)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _dialect_insert(db: Session, table):
+    if db.bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    return dialect_insert(table)
+
+
+class Ingestor:
+    """Processes jobs. One per worker (it caches header field ids)."""
+
+    MAX_CACHED_FIELDS = 200_000
+
+    def __init__(self, settings: dict[str, Any], pm, session_factory: sessionmaker[Session],
+                 identity: str | None = None):
+        self.settings = settings
+        self.pm = pm
+        self.session_factory = session_factory
+        self.identity = identity or worker_identity()
+        self.storage_dir = Path(settings["sendit.storage_dir"])
+        self.max_bytes = settings["sendit.import.max_file_mb"] * 1024 * 1024
+        self.commit_every = settings["sendit.worker.commit_every"]
+        self.fields: dict[str, int] = {}
+        #: set it to make :meth:`run_job` release its job after the current chunk
+        self.stop_requested = threading.Event()
+        #: called with each chunk's :class:`JobResult` (progress bars)
+        self.on_chunk = None
+
+    # -- jobs
+
+    def claim(self, job_id: int) -> Job | None:
+        """Claim a queued job (or one whose worker went silent); ``None`` if taken or done."""
+        now = utcnow()
+        stale = now - timedelta(seconds=self.settings["sendit.worker.stale_seconds"])
+        with self.session_factory() as db:
+            result = db.execute(
+                update(Job)
+                .where(Job.id == job_id, or_(Job.status == JobStatus.QUEUED,
+                                             and_(Job.status == JobStatus.CLAIMED, Job.heartbeat_at < stale)))
+                .values(status=JobStatus.CLAIMED, claimed_by=self.identity, claimed_at=now,
+                        heartbeat_at=now, attempts=Job.attempts + 1)
+            )
+            if result.rowcount != 1:
+                db.rollback()
+                return None
+            db.execute(update(Batch).where(Batch.id == select(Job.batch_id).where(Job.id == job_id)
+                                           .scalar_subquery(), Batch.status == BatchStatus.QUEUED)
+                       .values(status=BatchStatus.PROCESSING, updated_at=now))
+            db.commit()
+            return db.get(Job, job_id)
+
+    def run_job(self, job_id: int) -> JobResult | None:
+        """Claim and process a job; ``None`` when another worker has it or it is done."""
+        job = self.claim(job_id)
+        if job is None:
+            return None
+        result = JobResult()
+        try:
+            for chunk in self._pending_chunks(job.id):
+                chunk_result = self._process_chunk(job, chunk)
+                result.add(chunk_result)
+                if self.on_chunk:
+                    self.on_chunk(chunk_result, len(chunk))
+                if self.stop_requested.is_set():
+                    self.release(job.id)
+                    return result
+        except BaseException:
+            self.release(job.id)
+            raise
+        with self.session_factory() as db:
+            db.execute(update(Job).where(Job.id == job.id, Job.claimed_by == self.identity)
+                       .values(status=JobStatus.DONE, finished_at=utcnow()))
+            db.commit()
+        return result
+
+    def release(self, job_id: int) -> None:
+        """Give a claimed job back to the queue (after a failure or on shutdown)."""
+        try:
+            with self.session_factory() as db:
+                db.execute(update(Job).where(Job.id == job_id, Job.claimed_by == self.identity,
+                                             Job.status == JobStatus.CLAIMED)
+                           .values(status=JobStatus.QUEUED, claimed_by=None))
+                db.commit()
+        except Exception:  # noqa: BLE001 - the sweep re-queues it when it goes stale
+            log.exception("could not release job %s", job_id)
+
+    def _pending_chunks(self, job_id: int) -> Iterator[list[Outcome]]:
+        last = 0
+        while True:
+            with self.session_factory() as db:
+                rows = db.execute(
+                    select(JobFile.id, JobFile.path, JobFile.name)
+                    .where(JobFile.job_id == job_id, JobFile.outcome == FileOutcome.PENDING,
+                           JobFile.id > last)
+                    .order_by(JobFile.id).limit(self.commit_every)
+                ).all()
+            if not rows:
+                return
+            last = rows[-1].id
+            yield [Outcome(r.id, Path(r.path), r.name) for r in rows]
+
+    # -- one chunk
+
+    def _process_chunk(self, job: Job, chunk: list[Outcome]) -> JobResult:
+        for item in chunk:
+            self._parse(item)
+        parsed = [item for item in chunk if item.parsed is not None]
+        self._check_existing(job.batch_id, parsed)
+        for item in parsed:
+            if item.outcome is FileOutcome.PENDING:
+                self._store(job.batch_id, item)
+        self._ensure_fields([item for item in chunk if item.outcome is FileOutcome.PENDING])
+        result, finished = self._commit(job, chunk)
+        self._after_commit(job, chunk, finished)
+        return result
+
+    def _parse(self, item: Outcome) -> None:
+        path = item.path
+        try:
+            if path.is_symlink() and not path.exists():
+                item.fail("read", f"broken symbolic link (points to {os.readlink(path)})")
+                return
+            stat = path.stat()
+        except FileNotFoundError:
+            item.fail("read", "the file is gone (deleted or moved before it was imported)")
+            return
+        except OSError as exc:
+            item.fail("read", f"cannot read the file: {exc.strerror or exc}")
+            return
+        if not path.is_file():
+            item.fail("read", "not a regular file")
+            return
+        item.size = stat.st_size
+        if item.size == 0:
+            item.fail("read", "empty file (0 bytes)")
+            return
+        if item.size > self.max_bytes:
+            item.fail("read", f"file is {item.size / 2**20:.0f} MB, larger than the limit "
+                              f"sendit.import.max_file_mb = {self.settings['sendit.import.max_file_mb']}")
+            return
+        if not os.access(path, os.R_OK):
+            item.fail("read", "cannot read the file: permission denied")
+            return
+        try:
+            parsed = parse_file(self.pm, path, self.settings)
+        except ParseError as exc:
+            item.fail("parse", str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - a parser bug is one file's error
+            log.exception("parser failed on %s", path)
+            item.fail("parse", f"the parser failed: {type(exc).__name__}: {exc}")
+            return
+        if parsed is None:
+            item.fail("parse", "not a DICOM file (no parser accepted it)")
+            return
+        if not parsed.sop_instance_uid:
+            item.fail("parse", "no SOP Instance UID")
+            return
+        item.parsed = parsed
+
+    def _check_existing(self, batch_id: int, parsed: list[Outcome]) -> None:
+        """Same UID already in the batch (or earlier in this chunk): identical
+        bytes are a duplicate, different bytes an error; the stored file is kept."""
+        if not parsed:
+            return
+        uids = {item.parsed.sop_instance_uid for item in parsed}
+        with self.session_factory() as db:
+            existing = dict(db.execute(
+                select(Image.sop_instance_uid, Image.stored_path)
+                .where(Image.batch_id == batch_id, Image.sop_instance_uid.in_(uids))
+            ).all())
+        seen: dict[str, Outcome] = {}
+        for item in parsed:
+            uid = item.parsed.sop_instance_uid
+            if uid in existing:
+                self._duplicate_or_conflict(item, self.storage_dir / existing[uid])
+            elif uid in seen:
+                self._duplicate_or_conflict(item, seen[uid].path)
+            else:
+                seen[uid] = item
+
+    def _duplicate_or_conflict(self, item: Outcome, other: Path) -> None:
+        uid = item.parsed.sop_instance_uid
+        try:
+            identical = same_content(item.path, other)
+        except OSError:
+            identical = False
+        if identical:
+            item.outcome, item.parsed = FileOutcome.DUPLICATE, None
+        else:
+            item.fail("store", f"a different file with SOP Instance UID {uid} is already in "
+                               f"this batch; this one was not imported")
+
+    def _store(self, batch_id: int, item: Outcome) -> None:
+        item.relpath = stored_relpath(batch_id, item.parsed)
+        try:
+            stored = store_file(item.path, self.storage_dir, item.relpath,
+                                fsync=self.settings["sendit.storage.fsync"])
+        except OSError as exc:
+            item.fail("store", f"cannot store the file: {exc.strerror or exc}")
+            return
+        if stored is Stored.CONFLICT:
+            item.fail("store", f"a different file with SOP Instance UID "
+                               f"{item.parsed.sop_instance_uid} is already stored for this batch")
+
+    def _ensure_fields(self, items: list[Outcome]) -> None:
+        """Give every header path a field id, inserting new ones in their own transaction."""
+        missing: dict[str, HeaderElement] = {}
+        for item in items:
+            for element in item.parsed.elements:
+                if element.tag_path not in self.fields and element.tag_path not in missing:
+                    missing[element.tag_path] = element
+        if not missing:
+            return
+        if len(self.fields) > self.MAX_CACHED_FIELDS:
+            self.fields.clear()
+        with self.session_factory() as db:
+            rows = [{"tag_path": e.tag_path, "keyword_path": e.keyword_path[:512],
+                     "tag": _last_tag(e.tag_path), "vr": (e.vr or "UN")[:2],
+                     "depth": e.tag_path.count("."), "private_creator": e.private_creator}
+                    for e in missing.values()]
+            stmt = _dialect_insert(db, HeaderField).on_conflict_do_nothing(index_elements=["tag_path"])
+            db.execute(stmt, rows)
+            found = db.execute(select(HeaderField.tag_path, HeaderField.id)
+                               .where(HeaderField.tag_path.in_(list(missing)))).all()
+            db.commit()
+        self.fields.update(dict(found))
+
+    def _commit(self, job: Job, chunk: list[Outcome]) -> tuple[JobResult, bool]:
+        result = JobResult()
+        now = utcnow()
+        with self.session_factory() as db:
+            values: list[dict[str, Any]] = []
+            for item in chunk:
+                if item.outcome is FileOutcome.PENDING:
+                    self._insert_image(db, job.batch_id, item, now, values)
+            if values:
+                db.execute(insert(HeaderValue), values)
+            errors = self._new_errors(db, job.batch_id, chunk, now)
+            if errors:
+                db.execute(insert(IngestError), errors)
+            db.execute(_SET_OUTCOME, [{"b_id": item.file_id, "b_outcome": item.outcome.value,
+                                       "b_image": item.image_id} for item in chunk])
+            result.imported = sum(item.outcome is FileOutcome.IMPORTED for item in chunk)
+            result.duplicates = sum(item.outcome is FileOutcome.DUPLICATE for item in chunk)
+            result.errors = sum(item.outcome is FileOutcome.ERROR for item in chunk)
+            result.bytes = sum(item.size for item in chunk if item.outcome is FileOutcome.IMPORTED)
+            db.execute(update(Batch).where(Batch.id == job.batch_id).values(
+                image_count=Batch.image_count + result.imported,
+                error_count=Batch.error_count + len(errors),
+                pending_count=Batch.pending_count - len(chunk),
+                total_bytes=Batch.total_bytes + result.bytes,
+                updated_at=now,
+            ))
+            finished = db.execute(
+                update(Batch)
+                .where(Batch.id == job.batch_id, Batch.pending_count <= 0,
+                       Batch.status.in_([BatchStatus.QUEUED, BatchStatus.PROCESSING]))
+                .values(status=case((Batch.image_count > 0, BatchStatus.DONE),
+                                    (Batch.error_count > 0, BatchStatus.ERROR),
+                                    else_=BatchStatus.EMPTY),
+                        finished_at=now)
+            ).rowcount == 1
+            db.execute(update(Job).where(Job.id == job.id).values(heartbeat_at=now))
+            db.commit()
+        result.batch_finished = finished
+        return result, finished
+
+    @staticmethod
+    def _new_errors(db: Session, batch_id: int, chunk: list[Outcome], now) -> list[dict[str, Any]]:
+        """Error rows for this chunk, minus those the batch already has (a re-import
+        of the same bad file adds no second row)."""
+        failed = {(item.name[:1024], item.step, item.message): item
+                  for item in chunk if item.outcome is FileOutcome.ERROR}
+        if not failed:
+            return []
+        known = set(db.execute(
+            select(IngestError.path, IngestError.step, IngestError.message)
+            .where(IngestError.batch_id == batch_id,
+                   IngestError.path.in_({path for path, _, _ in failed}))
+        ).all())
+        return [{"batch_id": batch_id, "path": path, "step": step, "message": message,
+                 "created_at": now}
+                for (path, step, message) in failed if (path, step, message) not in known]
+
+    def _insert_image(self, db: Session, batch_id: int, item: Outcome, now, values: list) -> None:
+        p = item.parsed
+        stmt = _dialect_insert(db, Image).values(
+            batch_id=batch_id, sop_instance_uid=p.sop_instance_uid[:64],
+            sop_class_uid=_cut(p.sop_class_uid, 64), study_instance_uid=_cut(p.study_instance_uid, 64),
+            series_instance_uid=_cut(p.series_instance_uid, 64), modality=_cut(p.modality, 16),
+            instance_number=p.instance_number, transfer_syntax_uid=_cut(p.transfer_syntax_uid, 64),
+            stored_path=item.relpath, original_name=item.name[:1024], size=item.size, created_at=now,
+        ).on_conflict_do_nothing(index_elements=["batch_id", "sop_instance_uid"]).returning(Image.id)
+        image_id = db.execute(stmt).scalar()
+        if image_id is None:  # another worker committed the same UID meanwhile
+            self._duplicate_or_conflict(item, self.storage_dir / item.relpath)
+            return
+        item.outcome, item.image_id = FileOutcome.IMPORTED, image_id
+        fields = self.fields
+        values.extend(
+            {"image_id": image_id, "field_id": fields[e.tag_path], "item": e.item,
+             "position": e.position,
+             "value_text": e.value_text[:MAX_VALUE_LENGTH] if e.value_text is not None else None,
+             "value_num": e.value_num}
+            for e in p.elements
+        )
+
+    def _after_commit(self, job: Job, chunk: list[Outcome], finished: bool) -> None:
+        if job.delete_source:
+            self._delete_sources(chunk)
+        imported = [item.image_id for item in chunk if item.outcome is FileOutcome.IMPORTED]
+        hooks = self.pm.hook
+        if not imported and not finished:
+            return
+        wants_images = bool(imported and hooks.sendit_image_imported.get_hookimpls())
+        wants_batch = bool(finished and hooks.sendit_batch_finished.get_hookimpls())
+        if not (wants_images or wants_batch):
+            return
+        with self.session_factory() as db:
+            batch = db.get(Batch, job.batch_id)
+            if wants_images:
+                for image in db.scalars(select(Image).where(Image.id.in_(imported))):
+                    events.image_imported(self.pm, image, batch, self.settings)
+            if wants_batch:
+                events.batch_finished(self.pm, batch, self.settings)
+
+    def _delete_sources(self, chunk: list[Outcome]) -> None:
+        deleted = []
+        for item in chunk:
+            if item.outcome in (FileOutcome.IMPORTED, FileOutcome.DUPLICATE):
+                try:
+                    item.path.unlink()
+                    deleted.append(item.file_id)
+                except FileNotFoundError:
+                    deleted.append(item.file_id)
+                except OSError as exc:
+                    log.warning("imported %s but could not delete it: %s", item.path, exc)
+        if deleted:
+            with self.session_factory() as db:
+                db.execute(update(JobFile).where(JobFile.id.in_(deleted)).values(source_deleted=True))
+                db.commit()
+
+    # -- recovery
+
+    def sweep(self) -> list[int]:
+        """Re-queue jobs whose worker died or went silent, and jobs whose message
+        may be lost; returns the job ids to publish again."""
+        now = utcnow()
+        stale = now - timedelta(seconds=self.settings["sendit.worker.stale_seconds"])
+        with self.session_factory() as db:
+            claimed = db.execute(select(Job.id, Job.claimed_by, Job.heartbeat_at)
+                                 .where(Job.status == JobStatus.CLAIMED)).all()
+            dead = [row.id for row in claimed
+                    if _claimant_is_dead(row.claimed_by) or _older(row.heartbeat_at, stale)]
+            if dead:
+                db.execute(update(Job).where(Job.id.in_(dead), Job.status == JobStatus.CLAIMED)
+                           .values(status=JobStatus.QUEUED, claimed_by=None))
+            queued = db.scalars(select(Job.id).where(Job.status == JobStatus.QUEUED)
+                                .order_by(Job.id)).all()
+            db.commit()
+        if dead:
+            log.warning("re-queued %d job(s) whose worker stopped: %s", len(dead), dead)
+        return list(queued)
+
+    def heartbeat(self) -> None:
+        """Tell the others this worker's claimed jobs are alive."""
+        with self.session_factory() as db:
+            db.execute(update(Job).where(Job.claimed_by == self.identity,
+                                         Job.status == JobStatus.CLAIMED)
+                       .values(heartbeat_at=utcnow()))
+            db.commit()
+
+
+_JOB_FILE = JobFile.__table__
+_SET_OUTCOME = (update(_JOB_FILE).where(_JOB_FILE.c.id == bindparam("b_id"))
+                .values(outcome=bindparam("b_outcome"), image_id=bindparam("b_image")))
+
+
+def _older(moment, limit) -> bool:
+    if moment is None:
+        return True
+    if moment.tzinfo is None:  # SQLite hands back naive datetimes
+        limit = limit.replace(tzinfo=None)
+    return moment < limit
+
+
+def _claimant_is_dead(claimed_by: str | None) -> bool:
+    """True when the claiming worker ran on this host and its process is gone."""
+    if not claimed_by:
+        return True
+    host, _, rest = claimed_by.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return _is_zombie(int(pid))
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _last_tag(tag_path: str) -> int:
+    last = tag_path.rsplit(".", 1)[-1]
+    try:
+        return int(last, 16)
+    except ValueError:
+        return 0
+
+
+def _cut(value: str | None, length: int) -> str | None:
+    return value[:length] if value else value
+
+
+def import_now(ingestor: Ingestor, submission: Submission, progress=None) -> JobResult:
+    """Process a submission's jobs in this process (``sendit import --now``)."""
+    total = JobResult()
+    for job_id in submission.job_ids:
+        result = ingestor.run_job(job_id)
+        if result is not None:
+            total.add(result)
+            if progress:
+                progress(result)
+    return total
+
+
+def wait_for_batch(session_factory, batch_id: int, timeout: float | None = None,
+                   poll: float = 0.5, progress=None) -> Batch:
+    """Block until a batch has no pending files (or the timeout passes); return it."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        with session_factory() as db:
+            batch = db.get(Batch, batch_id)
+        if progress:
+            progress(batch)
+        if batch.pending_count <= 0 and batch.status not in (BatchStatus.QUEUED, BatchStatus.PROCESSING):
+            return batch
+        if deadline is not None and time.monotonic() > deadline:
+            return batch
+        time.sleep(poll)

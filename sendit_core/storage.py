@@ -1,0 +1,84 @@
+"""Where imported files live: ``<storage_dir>/<batch id>/<study>/<series>/<sop>.dcm``.
+
+Files are written atomically: copied to a temporary name in the target folder,
+then linked into place only if nothing is there yet, so a crash never leaves a
+half-written file under a final name and two writers never overwrite each other.
+"""
+from __future__ import annotations
+
+import filecmp
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from enum import Enum
+from pathlib import Path
+
+from .parsing import ParsedFile
+
+_SAFE_UID = re.compile(r"^[0-9][0-9.]{0,63}$")
+
+
+def _component(uid: str | None, fallback: str) -> str:
+    """A folder/file name for a UID: the UID itself when it is a proper one."""
+    if uid and _SAFE_UID.match(uid) and ".." not in uid:
+        return uid
+    if not uid:
+        return fallback
+    return "x" + hashlib.sha1(uid.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def stored_relpath(batch_id: int, parsed: ParsedFile) -> str:
+    """The path, relative to the storage folder, a parsed file is stored at."""
+    return "/".join((
+        str(int(batch_id)),
+        _component(parsed.study_instance_uid, "unknown-study"),
+        _component(parsed.series_instance_uid, "unknown-series"),
+        _component(parsed.sop_instance_uid, "unknown") + ".dcm",
+    ))
+
+
+class Stored(Enum):
+    NEW = "new"              #: written now
+    IDENTICAL = "identical"  #: the same bytes were already there
+    CONFLICT = "conflict"    #: different bytes are already stored under that name
+
+
+def store_file(source: Path, storage_dir: Path, relpath: str, *, fsync: bool = False) -> Stored:
+    """Copy ``source`` to ``storage_dir/relpath`` atomically, never overwriting."""
+    target = storage_dir / relpath
+    if target.exists():
+        return Stored.IDENTICAL if same_content(source, target) else Stored.CONFLICT
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".incoming-", dir=target.parent)
+    try:
+        with open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1024 * 1024)
+            if fsync:
+                dst.flush()
+                os.fsync(dst.fileno())
+        try:
+            os.link(tmp, target)  # fails if the name exists: no overwrite
+        except FileExistsError:
+            return Stored.IDENTICAL if same_content(source, target) else Stored.CONFLICT
+        return Stored.NEW
+    finally:
+        os.unlink(tmp)
+
+
+def same_content(a: Path, b: Path) -> bool:
+    return filecmp.cmp(a, b, shallow=False)
+
+
+def remove_stored(storage_dir: Path, relpath: str) -> None:
+    """Remove a stored file and the folders it leaves empty (up to the storage root)."""
+    path = storage_dir / relpath
+    path.unlink(missing_ok=True)
+    for parent in path.parents:
+        if parent == storage_dir or storage_dir not in parent.parents:
+            break
+        try:
+            parent.rmdir()
+        except OSError:
+            break
