@@ -21,7 +21,13 @@ from kombu import Connection, Exchange, Producer, Queue
 log = logging.getLogger(__name__)
 
 EXCHANGE = Exchange("sendit", type="direct", durable=True)
-JOB_QUEUE = Queue("sendit.jobs", EXCHANGE, routing_key="sendit.jobs", durable=True)
+
+
+def job_queue(settings: dict[str, Any]) -> Queue:
+    """The durable queue of job messages (``sendit.broker.queue`` names it, so
+    several sendit installations can share one broker)."""
+    name = settings["sendit.broker.queue"]
+    return Queue(name, EXCHANGE, routing_key=name, durable=True)
 
 
 def connect(settings: dict[str, Any]) -> Connection:
@@ -50,8 +56,9 @@ def publish_jobs(settings: dict[str, Any], job_ids: Iterable[int], connection: C
     try:
         producer = Producer(conn.default_channel, exchange=EXCHANGE, serializer="json")
         publish = conn.ensure(producer, producer.publish, max_retries=3)
+        queue = job_queue(settings)
         for job_id in job_ids:
-            publish({"job_id": job_id}, routing_key=JOB_QUEUE.routing_key, declare=[JOB_QUEUE],
+            publish({"job_id": job_id}, routing_key=queue.routing_key, declare=[queue],
                     delivery_mode=2)
         return len(job_ids)
     except Exception as exc:  # noqa: BLE001 - the sweep recovers; say so

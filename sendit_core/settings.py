@@ -159,6 +159,8 @@ CORE_SETTINGS: tuple[Setting, ...] = (
     Setting("sendit.broker_url", "filesystem://", to_str,
             "kombu broker URL: filesystem:// (embedded), amqp://..., redis://...",
             secret=True),
+    Setting("sendit.broker.queue", "sendit.jobs", to_str,
+            "Name of the job queue on the broker (one per sendit installation)."),
     Setting("sendit.worker", "thread", one_of("thread", "external"),
             "thread: the web process runs a worker; external: run `sendit worker`."),
     Setting("sendit.worker.commit_every", "100", positive(to_int),

@@ -60,12 +60,47 @@ def skip_or_fail(reason: str) -> None:
 
 
 def pytest_generate_tests(metafunc):
-    """``database_url`` runs on SQLite, and on PostgreSQL when it is configured."""
+    """``database_url`` runs on SQLite, and on PostgreSQL when it is configured;
+    ``broker_url`` on the embedded transport, and on ``SENDIT_TEST_BROKER_URL``'s."""
     if "database_url" in metafunc.fixturenames:
         backends = ["sqlite"]
         if os.environ.get("SENDIT_TEST_DATABASE_URL"):
             backends.append("postgresql")
         metafunc.parametrize("database_url", backends, indirect=True)
+    if "broker_url" in metafunc.fixturenames:
+        brokers = ["embedded"]
+        if os.environ.get("SENDIT_TEST_BROKER_URL"):
+            brokers.append("external")
+        metafunc.parametrize("broker_url", brokers, indirect=True)
+
+
+@pytest.fixture
+def broker_url(request) -> str:
+    """``filesystem://`` (embedded), or ``SENDIT_TEST_BROKER_URL`` (RabbitMQ/Redis)."""
+    if getattr(request, "param", "embedded") == "embedded":
+        return "filesystem://"
+    url = os.environ["SENDIT_TEST_BROKER_URL"]
+    from kombu import Connection
+
+    try:
+        with Connection(url, connect_timeout=3) as conn:
+            conn.ensure_connection(max_retries=1)
+    except Exception as exc:  # noqa: BLE001
+        skip_or_fail(f"the broker at {url} does not answer: {exc}")
+    return url
+
+
+def broker_settings(broker_url: str) -> dict[str, str]:
+    """Settings for a test's own queue on ``broker_url``."""
+    return {"sendit.broker_url": broker_url, "sendit.broker.queue": f"sendit.test.{uuid.uuid4().hex[:12]}"}
+
+
+def write_ini(path: Path, raw: dict[str, Any]) -> Path:
+    """Write raw settings as an ini file (for commands and worker processes)."""
+    lines = ["[app:main]", "use = egg:sendit"]
+    lines += [f"{key} = {str(value).replace('%', '%%')}" for key, value in raw.items() if key != "here"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 @pytest.fixture(scope="session")

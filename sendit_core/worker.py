@@ -15,7 +15,7 @@ from typing import Any
 
 from kombu import Consumer
 
-from .broker import JOB_QUEUE, connect, publish_jobs
+from .broker import connect, job_queue, publish_jobs
 from .models import get_session_factory
 from .pipeline import Ingestor
 
@@ -90,7 +90,7 @@ class Worker:
             conn.ensure_connection(max_retries=3)
             self.sweep_and_publish(conn)
             next_sweep = time.monotonic() + sweep_every
-            with Consumer(conn, queues=[JOB_QUEUE], callbacks=[self.on_message],
+            with Consumer(conn, queues=[job_queue(self.settings)], callbacks=[self.on_message],
                           accept=["json"], prefetch_count=1):
                 while not self.stopping.is_set():
                     try:

@@ -1,0 +1,314 @@
+"""The ingest pipeline's mechanics, with the example plugin's tiny parser (fast,
+and every outcome under control). DICOM files are in test_ingest_dicom.py."""
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import sendit_example
+from sqlalchemy import func, select
+
+from sendit_core.models import (
+    Batch, BatchStatus, FileOutcome, Image, IngestError, Job, JobFile, JobStatus, utcnow,
+)
+from sendit_core.pipeline import Ingestor, import_now, iter_files, submit, wait_for_batch
+from sendit_core.testing import broker_settings
+from sendit_core.worker import Worker
+
+
+def example_file(folder: Path, name: str, uid: str, body: str = "") -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(sendit_example.MAGIC + f"uid={uid}\n{body}".encode())
+    return path
+
+
+@pytest.fixture
+def app(make_app):
+    """Only the example plugin parses (no DICOM parser), small jobs and chunks."""
+    return make_app(builtins=(), plugins=[sendit_example],
+                    settings={"sendit.import.job_size": "4", "sendit.worker.commit_every": "3"})
+
+
+@pytest.fixture
+def factory(app):
+    return app.registry["dbsession_factory"]
+
+
+def run_import(app, paths, **kw):
+    factory = app.registry["dbsession_factory"]
+    submission = submit(factory, app.settings, iter_files(paths), publish=False, **kw)
+    result = import_now(Ingestor(app.settings, app.pm, factory), submission)
+    with factory() as db:
+        return submission, result, db.get(Batch, submission.batch_id)
+
+
+def errors_of(factory, batch_id):
+    with factory() as db:
+        return {e.path: (e.step, e.message) for e in
+                db.scalars(select(IngestError).where(IngestError.batch_id == batch_id))}
+
+
+def test_a_folder_becomes_one_batch_with_every_file_accounted_for(app, factory, tmp_path):
+    src = tmp_path / "study1"
+    for i in range(10):
+        example_file(src, f"sub/{i:02d}.ex", f"1.2.{i}", f"PatientID=P{i}\n")
+    (src / "notes.txt").write_text("not an image")
+    (src / "empty.ex").write_bytes(b"")
+    submission, result, batch = run_import(app, [src], batch_name="study1")
+    assert submission.file_count == 12 and len(submission.job_ids) == 3
+    assert (result.imported, result.duplicates, result.errors) == (10, 0, 2)
+    assert (batch.name, batch.status, batch.image_count, batch.error_count, batch.pending_count) == \
+        ("study1", BatchStatus.DONE, 10, 2, 0)
+    assert batch.finished_at is not None and batch.total_bytes == sum(
+        p.stat().st_size for p in (src / "sub").iterdir())
+    assert errors_of(factory, batch.id) == {
+        "study1/notes.txt": ("parse", "not a DICOM file (no parser accepted it)"),
+        "study1/empty.ex": ("read", "empty file (0 bytes)"),
+    }
+    with factory() as db:
+        outcomes = db.execute(select(JobFile.outcome, func.count()).group_by(JobFile.outcome)).all()
+        assert dict(outcomes) == {FileOutcome.IMPORTED: 10, FileOutcome.ERROR: 2}
+        assert set(db.scalars(select(Job.status))) == {JobStatus.DONE}
+        image = db.scalars(select(Image).where(Image.sop_instance_uid == "1.2.3")).one()
+        assert image.original_name == "study1/sub/03.ex"
+
+
+def test_storage_layout_and_no_temporary_files_left(app, tmp_path):
+    example_file(tmp_path / "in", "a.ex", "1.2.3")
+    _, _, batch = run_import(app, [tmp_path / "in"])
+    storage = Path(app.settings["sendit.storage_dir"])
+    stored = [p for p in storage.rglob("*") if p.is_file()]
+    assert [p.relative_to(storage).as_posix() for p in stored] == \
+        [f"{batch.id}/unknown-study/unknown-series/1.2.3.dcm"]
+    assert stored[0].read_bytes() == (tmp_path / "in" / "a.ex").read_bytes()
+
+
+def test_importing_the_same_folder_again_adds_nothing(app, factory, tmp_path):
+    src = tmp_path / "in"
+    for i in range(5):
+        example_file(src, f"{i}.ex", f"1.2.{i}")
+    (src / "bad.txt").write_text("x")
+    submission, _, first = run_import(app, [src])
+    _, result, again = run_import(app, [src], batch_id=submission.batch_id)
+    assert (result.imported, result.duplicates, result.errors) == (0, 5, 1)
+    assert (again.image_count, again.error_count, again.status) == (5, 1, BatchStatus.DONE)
+    with factory() as db:
+        assert db.scalar(select(func.count()).select_from(Image)) == 5
+        assert db.scalar(select(func.count()).select_from(IngestError)) == 1
+
+
+def test_same_file_twice_in_one_import_is_stored_once(app, tmp_path):
+    a = example_file(tmp_path, "a.ex", "1.2.3")
+    _, result, batch = run_import(app, [a, a])
+    assert (result.imported, result.duplicates, batch.image_count) == (1, 1, 1)
+
+
+def test_a_different_file_with_the_same_uid_is_an_error_not_an_overwrite(app, factory, tmp_path):
+    first = example_file(tmp_path / "in", "1-first.ex", "1.2.3", "name=first\n")
+    example_file(tmp_path / "in", "2-second.ex", "1.2.3", "name=second\n")
+    _, result, batch = run_import(app, [tmp_path / "in"])
+    assert (result.imported, result.errors) == (1, 1)
+    step, message = errors_of(factory, batch.id)["in/2-second.ex"]
+    assert step == "store" and "different file with SOP Instance UID 1.2.3" in message
+    stored = next(Path(app.settings["sendit.storage_dir"]).rglob("*.dcm"))
+    assert stored.read_bytes() == first.read_bytes()
+
+
+def test_batch_statuses(app, tmp_path):
+    (tmp_path / "empty").mkdir()
+    _, _, empty = run_import(app, [tmp_path / "empty"])
+    assert empty.status is BatchStatus.EMPTY and empty.finished_at is not None
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.txt").write_text("x")
+    _, _, failed = run_import(app, [tmp_path / "bad"])
+    assert failed.status is BatchStatus.ERROR
+
+
+def test_status_moves_from_queued_to_processing_to_done(app, factory, tmp_path):
+    for i in range(7):
+        example_file(tmp_path / "in", f"{i}.ex", f"1.2.{i}")
+    submission = submit(factory, app.settings, iter_files([tmp_path / "in"]), publish=False)
+    seen = []
+
+    def watch(result, n):
+        with factory() as db:
+            seen.append(db.get(Batch, submission.batch_id).status)
+
+    with factory() as db:
+        seen.append(db.get(Batch, submission.batch_id).status)
+    ingestor = Ingestor(app.settings, app.pm, factory)
+    ingestor.on_chunk = watch
+    import_now(ingestor, submission)
+    assert seen[0] is BatchStatus.QUEUED
+    assert BatchStatus.PROCESSING in seen[1:-1]
+    assert seen[-1] is BatchStatus.DONE
+
+
+def test_bad_input_each_becomes_a_clear_error_row(app, factory, tmp_path):
+    src = tmp_path / "in"
+    example_file(src, "good.ex", "1.2.3")
+    (src / "dangling.ex").symlink_to(src / "missing-target")
+    big = src / "big.ex"
+    big.write_bytes(sendit_example.MAGIC + b"uid=9.9\n" + b"x" * (2 * 2**20))
+    example_file(src, "nouid.ex", "").write_bytes(sendit_example.MAGIC + b"name=x\n")
+    submission = submit(factory, app.settings, iter_files([src]), publish=False)
+    gone = example_file(tmp_path, "gone.ex", "7.7")
+    submission2 = submit(factory, app.settings, [(gone, "gone.ex")], batch_id=submission.batch_id,
+                         publish=False)
+    gone.unlink()
+    settings = {**app.settings, "sendit.import.max_file_mb": 1}
+    ingestor = Ingestor(settings, app.pm, factory)
+    import_now(ingestor, submission)
+    import_now(ingestor, submission2)
+    errors = errors_of(factory, submission.batch_id)
+    assert errors["in/dangling.ex"][0] == "read"
+    assert "broken symbolic link" in errors["in/dangling.ex"][1]
+    assert errors["in/big.ex"] == ("read", "file is 2 MB, larger than the limit sendit.import.max_file_mb = 1")
+    assert errors["in/nouid.ex"] == ("parse", "example file without a uid= line")
+    assert errors["gone.ex"] == ("read", "the file is gone (deleted or moved before it was imported)")
+    with factory() as db:
+        assert db.get(Batch, submission.batch_id).image_count == 1
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file: cannot test permission errors")
+def test_unreadable_file(app, factory, tmp_path):
+    path = example_file(tmp_path / "in", "locked.ex", "1.2.3")
+    path.chmod(0)
+    _, _, batch = run_import(app, [tmp_path / "in"])
+    assert errors_of(factory, batch.id)["in/locked.ex"] == ("read", "cannot read the file: permission denied")
+
+
+def test_a_parser_bug_is_one_files_error(make_app, tmp_path):
+    from sendit_core import hookimpl
+
+    class Buggy:
+        @staticmethod
+        @hookimpl
+        def sendit_parse_file(path):
+            if path.name == "boom.ex":
+                raise ZeroDivisionError("division by zero")
+
+    app = make_app(builtins=(), plugins=[sendit_example, Buggy()])
+    example_file(tmp_path / "in", "boom.ex", "1.1")
+    example_file(tmp_path / "in", "fine.ex", "1.2")
+    _, result, batch = run_import(app, [tmp_path / "in"])
+    assert (result.imported, result.errors) == (1, 1)
+    factory = app.registry["dbsession_factory"]
+    assert errors_of(factory, batch.id)["in/boom.ex"] == \
+        ("parse", "the parser failed: ZeroDivisionError: division by zero")
+
+
+def test_delete_source_removes_only_imported_files(app, factory, tmp_path):
+    src = tmp_path / "in"
+    good = [example_file(src, f"{i}.ex", f"1.2.{i}") for i in range(4)]
+    bad = src / "bad.txt"
+    bad.write_text("x")
+    _, result, batch = run_import(app, [src], delete_source=True)
+    assert result.imported == 4
+    assert not any(p.exists() for p in good)
+    assert bad.exists()
+    with factory() as db:
+        assert db.scalar(select(func.count()).where(JobFile.source_deleted)) == 4
+
+
+def test_sources_are_kept_by_default(app, tmp_path):
+    path = example_file(tmp_path, "a.ex", "1.2.3")
+    run_import(app, [path])
+    assert path.exists()
+
+
+def test_events_fire_after_commit(app, factory, tmp_path):
+    sendit_example.EVENTS.clear()
+    for i in range(4):
+        example_file(tmp_path / "in", f"{i}.ex", f"1.2.{i}")
+    _, _, batch = run_import(app, [tmp_path / "in"])
+    with factory() as db:
+        ids = set(db.scalars(select(Image.id)))
+    assert {i for kind, i in sendit_example.EVENTS if kind == "image_imported"} == ids
+    assert sendit_example.EVENTS[-1] == ("batch_finished", batch.id)
+    assert [kind for kind, _ in sendit_example.EVENTS].count("batch_finished") == 1
+
+
+def test_adding_files_to_a_finished_batch_reopens_it(app, tmp_path):
+    example_file(tmp_path / "a", "1.ex", "1.1")
+    example_file(tmp_path / "b", "2.ex", "2.2")
+    submission, _, batch = run_import(app, [tmp_path / "a"])
+    factory = app.registry["dbsession_factory"]
+    more = submit(factory, app.settings, iter_files([tmp_path / "b"]), batch_id=batch.id, publish=False)
+    with factory() as db:
+        reopened = db.get(Batch, batch.id)
+        assert reopened.status is BatchStatus.QUEUED and reopened.finished_at is None
+    import_now(Ingestor(app.settings, app.pm, factory), more)
+    with factory() as db:
+        assert db.get(Batch, batch.id).image_count == 2
+
+
+def test_adding_to_a_missing_batch_is_refused(app, factory, tmp_path):
+    with pytest.raises(LookupError, match="there is no batch 42"):
+        submit(factory, app.settings, [], batch_id=42)
+
+
+def test_a_claimed_job_is_not_claimed_twice(app, factory, tmp_path):
+    example_file(tmp_path / "in", "1.ex", "1.1")
+    submission = submit(factory, app.settings, iter_files([tmp_path / "in"]), publish=False)
+    first = Ingestor(app.settings, app.pm, factory)
+    second = Ingestor(app.settings, app.pm, factory)
+    assert first.claim(submission.job_ids[0]) is not None
+    assert second.run_job(submission.job_ids[0]) is None
+
+
+def test_sweep_requeues_jobs_of_dead_or_silent_workers(app, factory, tmp_path):
+    for i in range(8):
+        example_file(tmp_path / "in", f"{i}.ex", f"1.{i}")
+    submission = submit(factory, app.settings, iter_files([tmp_path / "in"]), publish=False)
+    dead_job, silent_job = submission.job_ids
+    with factory() as db:
+        db.get(Job, dead_job).status = JobStatus.CLAIMED
+        db.get(Job, dead_job).claimed_by = f"{os.uname().nodename}:999999:abc"
+        db.get(Job, dead_job).heartbeat_at = utcnow()
+        db.get(Job, silent_job).status = JobStatus.CLAIMED
+        db.get(Job, silent_job).claimed_by = "elsewhere:1:abc"
+        db.get(Job, silent_job).heartbeat_at = utcnow()
+        db.commit()
+    ingestor = Ingestor(app.settings, app.pm, factory)
+    assert ingestor.sweep() == [dead_job]  # the other host's worker may still be alive
+    settings = {**app.settings, "sendit.worker.stale_seconds": 0}
+    assert Ingestor(settings, app.pm, factory).sweep() == [dead_job, silent_job]
+
+
+@pytest.mark.parametrize("n", [9])
+def test_a_thread_worker_imports_what_is_submitted(make_app, broker_url, tmp_path, n):
+    app = make_app(builtins=(), plugins=[sendit_example],
+                   settings={"sendit.import.job_size": "4", **broker_settings(broker_url)})
+    factory = app.registry["dbsession_factory"]
+    worker = Worker(app.settings, app.pm, factory)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        for i in range(n):
+            example_file(tmp_path / "in", f"{i}.ex", f"1.2.{i}")
+        submission = submit(factory, app.settings, iter_files([tmp_path / "in"]))
+        batch = wait_for_batch(factory, submission.batch_id, timeout=30)
+        assert (batch.status, batch.image_count) == (BatchStatus.DONE, n)
+    finally:
+        worker.stop()
+        thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_a_worker_started_later_finds_queued_jobs_whose_message_was_lost(make_app, broker_url, tmp_path):
+    app = make_app(builtins=(), plugins=[sendit_example], settings=broker_settings(broker_url))
+    factory = app.registry["dbsession_factory"]
+    example_file(tmp_path / "in", "1.ex", "1.1")
+    submission = submit(factory, app.settings, iter_files([tmp_path / "in"]), publish=False)
+    worker = Worker(app.settings, app.pm, factory)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        batch = wait_for_batch(factory, submission.batch_id, timeout=30)
+        assert batch.status is BatchStatus.DONE
+    finally:
+        worker.stop()
+        thread.join(10)
