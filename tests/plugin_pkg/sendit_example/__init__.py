@@ -6,9 +6,12 @@ by ``sendit_core``): a view at ``/example``, a navigation entry, a parser for
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from markupsafe import Markup
+
+from sendit_core.settings import to_int
 
 from sendit_core import (
     HeaderElement, IngestSource, NavItem, Panel, ParsedFile, ParseError, Setting, SourceStatus, hookimpl,
@@ -19,7 +22,10 @@ MAGIC = b"SENDIT-EXAMPLE\n"
 
 @hookimpl
 def sendit_settings():
-    return [Setting("sendit.example.greeting", "Hello from a plugin", help="What /example says.")]
+    return [
+        Setting("sendit.example.greeting", "Hello from a plugin", help="What /example says."),
+        Setting("sendit.example.delay_ms", "0", to_int, help="Parse slowly (tests kill workers mid-batch)."),
+    ]
 
 
 @hookimpl
@@ -39,12 +45,14 @@ def sendit_dashboard_panels(request):
 
 
 @hookimpl
-def sendit_parse_file(path: Path):
+def sendit_parse_file(path: Path, settings):
     """Accept files starting with MAGIC, followed by ``key=value`` lines."""
     with open(path, "rb") as handle:
         if handle.read(len(MAGIC)) != MAGIC:
             return None
         body = handle.read().decode("utf-8", "replace")
+    if settings.get("sendit.example.delay_ms"):
+        time.sleep(settings["sendit.example.delay_ms"] / 1000)
     fields = dict(line.split("=", 1) for line in body.splitlines() if "=" in line)
     if "uid" not in fields:
         raise ParseError("example file without a uid= line")
