@@ -1,0 +1,109 @@
+"""`sendit import`: in-process or through workers, with a summary and honest exit codes."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sendit_example
+from sqlalchemy import select
+
+from sendit_core.models import Batch, BatchStatus
+from sendit_core.testing import broker_settings, write_ini
+
+SENDIT = str(Path(sys.executable).parent / "sendit")
+
+
+def run(*args, timeout=60):
+    return subprocess.run([SENDIT, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+class Ini(type(Path())):
+    app = None
+
+
+@pytest.fixture
+def ini(make_app, make_settings, tmp_path):
+    path = Ini(write_ini(tmp_path / "app.ini", make_settings()))
+    path.app = make_app(builtins=(), plugins=[sendit_example])
+    return path
+
+
+@pytest.fixture
+def folder(tmp_path):
+    src = tmp_path / "scan-0042"
+    src.mkdir()
+    for i in range(6):
+        (src / f"{i}.ex").write_bytes(sendit_example.MAGIC + f"uid=1.2.{i}\n".encode())
+    return src
+
+
+def batches(ini):
+    with ini.app.registry["dbsession_factory"]() as db:
+        return db.scalars(select(Batch).order_by(Batch.id)).all()
+
+
+def test_import_now_prints_a_summary(ini, folder):
+    out = run("import", ini, folder, "--now")
+    assert out.returncode == 0, out.stderr
+    assert "imported 6, duplicates 0, errors 0 in" in out.stdout
+    assert "files/s" in out.stdout and "MB/s" in out.stdout
+    assert "batch 'scan-0042' (id 1) is DONE" in out.stdout
+    (batch,) = batches(ini)
+    assert (batch.name, batch.source, batch.image_count) == ("scan-0042", "cli", 6)
+
+
+def test_import_again_into_the_same_batch_adds_nothing(ini, folder):
+    run("import", ini, folder, "--now")
+    out = run("import", ini, folder, "--now", "--batch-id", 1, "-q")
+    assert out.returncode == 0
+    assert "imported 0, duplicates 6, errors 0" in out.stdout
+    assert batches(ini)[0].image_count == 6
+
+
+def test_files_with_errors_give_exit_code_3(ini, folder):
+    (folder / "junk.bin").write_bytes(b"\x00" * 10)
+    out = run("import", ini, folder, "--now", "--batch", "named")
+    assert out.returncode == 3
+    assert "imported 6, duplicates 0, errors 1" in out.stdout
+    assert "1 file(s) could not be imported" in out.stderr
+    assert batches(ini)[0].name == "named"
+
+
+def test_queue_for_workers(ini, folder):
+    out = run("import", ini, folder)
+    assert out.returncode == 0
+    assert "queued 6 file(s) in batch 1 (1 job(s))" in out.stdout
+    assert "is pserve running?" in out.stdout
+    assert batches(ini)[0].status is BatchStatus.QUEUED
+
+
+def test_wait_follows_a_worker_until_done(make_app, make_settings, broker_url, folder, tmp_path):
+    overrides = broker_settings(broker_url)
+    app = make_app(builtins=(), plugins=[sendit_example], settings=overrides)
+    ini = write_ini(tmp_path / "app.ini", make_settings(overrides))
+    worker = subprocess.Popen([SENDIT, "worker", str(ini)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        out = run("import", ini, folder, "--wait", "-q")
+    finally:
+        worker.terminate()
+        worker.wait(15)
+    assert out.returncode == 0, out.stderr
+    assert "imported 6, errors 0" in out.stdout and "is DONE" in out.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["/no/such/folder"], "no such file or folder: /no/such/folder"),
+    (["FOLDER", "--batch-id", "42"], "there is no batch 42"),
+])
+def test_clear_errors(ini, folder, args, message):
+    args = [str(folder) if a == "FOLDER" else a for a in args]
+    out = run("import", ini, *args, "--now")
+    assert out.returncode == 1 and message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_an_uninitialised_database_says_what_to_do(tmp_path, folder):
+    ini = write_ini(tmp_path / "fresh.ini", {"sqlalchemy.url": f"sqlite:///{tmp_path}/new.sqlite",
+                                            "sendit.lockdown.password": "pw"})
+    out = run("import", ini, folder, "--now")
+    assert out.returncode == 1 and "run 'sendit initdb INI' first" in out.stderr
