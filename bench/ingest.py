@@ -1,0 +1,224 @@
+#!/usr/bin/env python
+"""Ingest speed: sendit (`sendit import --now`) against Orthanc on the same files.
+
+Generates (once, cached) two synthetic corpora with pydicom:
+
+- ``ct``:    2,000 CT-like files, 512x512 int16, 10 series, ~90 header elements each;
+- ``small``: 20,000 small files, 64x64, 10 series.
+
+For each corpus it imports the files into a fresh sendit (SQLite, the embedded
+default) and prints files/s, MB/s, peak RSS of the import process and the header
+values stored; then it starts Orthanc (Debian's ``orthanc`` package) on loopback
+with its own temporary configuration, uploads the same files over its REST API
+with 4 concurrent clients, and prints the ratio sendit/Orthanc.
+
+    .venv/bin/python bench/ingest.py                 # both corpora, with Orthanc
+    .venv/bin/python bench/ingest.py --corpus small --files 2000 --no-orthanc
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+CORPORA = {"ct": dict(files=2000, series=10, rows=512, columns=512),
+           "small": dict(files=20000, series=10, rows=64, columns=64)}
+
+
+def corpus(root: Path, name: str, files: int) -> Path:
+    """The corpus folder, generated on first use."""
+    from sendit_core.synth import write_corpus
+
+    spec = dict(CORPORA[name], files=files)
+    folder = root / f"{name}-{files}-{spec['rows']}"
+    done = folder / ".complete"
+    if not done.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        started = time.monotonic()
+        count = sum(1 for _ in write_corpus(folder, **spec))
+        done.write_text(str(count))
+        print(f"  generated {count} files in {time.monotonic() - started:.0f} s: {folder}", flush=True)
+    return folder
+
+
+def corpus_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*.dcm"))
+
+
+def run_measured(cmd: list[str], **kw) -> tuple[float, int, subprocess.CompletedProcess]:
+    """Run a command; return (seconds, peak RSS in MB, result)."""
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.monotonic() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    out, err = proc.stdout.read(), proc.stderr.read()
+    return elapsed, usage.ru_maxrss // 1024, subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def bench_sendit(folder: Path, workdir: Path) -> dict:
+    ini = workdir / "sendit.ini"
+    ini.write_text("\n".join([
+        "[app:main]", "use = egg:sendit",
+        "sqlalchemy.url = sqlite:///sendit.sqlite",
+        "sendit.storage_dir = storage", "sendit.var_dir = var",
+        "sendit.lockdown.password = bench",
+    ]) + "\n")
+    subprocess.run([str(BIN / "sendit"), "initdb", str(ini)], check=True, capture_output=True)
+    elapsed, rss, result = run_measured([str(BIN / "sendit"), "import", str(ini), str(folder), "--now", "-q"])
+    if result.returncode != 0:
+        raise SystemExit(f"sendit import failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    db = sqlite3.connect(workdir / "sendit.sqlite")
+    images = db.execute("select count(*) from image").fetchone()[0]
+    values = db.execute("select count(*) from header_value").fetchone()[0]
+    db.close()
+    return {"seconds": elapsed, "rss_mb": rss, "images": images, "values": values,
+            "summary": result.stdout.strip()}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Orthanc:
+    """Debian's Orthanc on loopback, with a temporary configuration and storage."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.port = free_port()
+        config = {
+            "Name": "sendit-bench", "StorageDirectory": str(workdir / "storage"),
+            "IndexDirectory": str(workdir / "index"), "HttpPort": self.port,
+            "DicomServerEnabled": False, "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False, "Plugins": [], "StorageCompression": False,
+            "HttpThreadsCount": 50, "ConcurrentJobs": 2, "LimitFindResults": 0,
+            "LimitFindInstances": 0,
+        }
+        (workdir / "orthanc.json").write_text(json.dumps(config))
+        self.log = open(workdir / "orthanc.log", "w")
+        self.proc = subprocess.Popen(["Orthanc", str(workdir / "orthanc.json")],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self._wait()
+
+    def _wait(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                self.get("/system")
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise SystemExit("Orthanc did not start; see " + str(self.workdir / "orthanc.log"))
+
+    def get(self, path: str):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn.request("GET", path)
+        body = conn.getresponse().read()
+        conn.close()
+        return json.loads(body)
+
+    def upload(self, files: list[Path], clients: int = 4) -> float:
+        local = threading.local()
+
+        def send(path: Path) -> None:
+            conn = getattr(local, "conn", None)
+            if conn is None:
+                conn = local.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+            conn.request("POST", "/instances", body=path.read_bytes(),
+                         headers={"Content-Type": "application/dicom"})
+            response = conn.getresponse()
+            response.read()
+            if response.status != 200:
+                raise RuntimeError(f"Orthanc refused {path}: {response.status}")
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(clients) as pool:
+            list(pool.map(send, files))
+        return time.monotonic() - started
+
+    def rss_mb(self) -> int:
+        with open(f"/proc/{self.proc.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) // 1024
+        return 0
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+        self.log.close()
+
+
+def bench_orthanc(files: list[Path], workdir: Path) -> dict:
+    orthanc = Orthanc(workdir)
+    try:
+        elapsed = orthanc.upload(files)
+        stats = orthanc.get("/statistics")
+        return {"seconds": elapsed, "rss_mb": orthanc.rss_mb(), "images": stats["CountInstances"]}
+    finally:
+        orthanc.stop()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", choices=[*CORPORA, "all"], default="all")
+    parser.add_argument("--files", type=int, help="override the corpus size")
+    parser.add_argument("--corpus-dir", type=Path, default=Path(tempfile.gettempdir()) / "sendit-bench-corpus")
+    parser.add_argument("--no-orthanc", action="store_true", help="measure sendit only")
+    args = parser.parse_args(argv)
+    names = list(CORPORA) if args.corpus == "all" else [args.corpus]
+    has_orthanc = shutil.which("Orthanc") is not None and not args.no_orthanc
+    if not has_orthanc and not args.no_orthanc:
+        print("Orthanc not found (apt-get install orthanc): measuring sendit only")
+    rows = []
+    for name in names:
+        files_wanted = args.files or CORPORA[name]["files"]
+        print(f"[{name}] corpus of {files_wanted} files", flush=True)
+        folder = corpus(args.corpus_dir, name, files_wanted)
+        files = corpus_files(folder)
+        megabytes = sum(p.stat().st_size for p in files) / 2**20
+        with tempfile.TemporaryDirectory(prefix="sendit-bench-") as tmp:
+            s = bench_sendit(folder, Path(tmp))
+        print(f"  sendit : {len(files) / s['seconds']:8.1f} files/s {megabytes / s['seconds']:7.1f} MB/s "
+              f"peak RSS {s['rss_mb']} MB, {s['images']} images, {s['values']} header values", flush=True)
+        row = {"corpus": name, "files": len(files), "mb": megabytes, "sendit": s}
+        if has_orthanc:
+            with tempfile.TemporaryDirectory(prefix="orthanc-bench-") as tmp:
+                o = bench_orthanc(files, Path(tmp))
+            print(f"  orthanc: {len(files) / o['seconds']:8.1f} files/s {megabytes / o['seconds']:7.1f} MB/s "
+                  f"peak RSS {o['rss_mb']} MB, {o['images']} instances", flush=True)
+            print(f"  ratio sendit/orthanc (files/s): {o['seconds'] / s['seconds']:.2f}x", flush=True)
+            row["orthanc"] = o
+        rows.append(row)
+    print("\n| corpus | files | MB | sendit files/s | sendit MB/s | sendit peak RSS | header values |"
+          + (" Orthanc files/s | Orthanc peak RSS | ratio |" if has_orthanc else ""))
+    print("|---|---|---|---|---|---|---|" + ("---|---|---|" if has_orthanc else ""))
+    for row in rows:
+        s = row["sendit"]
+        line = (f"| {row['corpus']} | {row['files']} | {row['mb']:.0f} | {row['files'] / s['seconds']:.0f} | "
+                f"{row['mb'] / s['seconds']:.0f} | {s['rss_mb']} MB | {s['values']} |")
+        if "orthanc" in row:
+            o = row["orthanc"]
+            line += (f" {row['files'] / o['seconds']:.0f} | {o['rss_mb']} MB | "
+                     f"{o['seconds'] / s['seconds']:.2f}x |")
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
