@@ -98,7 +98,8 @@ def create_jobs(
         job = Job(batch_id=batch.id, source=source, delete_source=delete_source, file_count=len(chunk))
         db.add(job)
         db.flush()
-        db.execute(insert(JobFile), [{"job_id": job.id, "path": p, "name": n} for p, n in chunk])
+        db.execute(JobFile.__table__.insert(), [{"job_id": job.id, "path": p, "name": n, "outcome": "PENDING",
+                                                 "source_deleted": False} for p, n in chunk])
         job_ids.append(job.id)
         chunk.clear()
 
@@ -220,6 +221,7 @@ class Ingestor:
         self.max_bytes = settings["sendit.import.max_file_mb"] * 1024 * 1024
         self.commit_every = settings["sendit.worker.commit_every"]
         self.fields: dict[str, int] = {}
+        self._image_insert: dict[str, Any] = {}  # the compiled-once INSERT per dialect
         #: set it to make :meth:`run_job` release its job after the current chunk
         self.stop_requested = threading.Event()
         #: called with each chunk's :class:`JobResult` (progress bars)
@@ -433,11 +435,11 @@ class Ingestor:
             for item in chunk:
                 if item.outcome is FileOutcome.PENDING:
                     self._insert_image(db, job.batch_id, item, now, values)
-            if values:
-                db.execute(insert(HeaderValue), values)
+            if values:  # Core, not ORM: one executemany for the whole chunk
+                db.execute(HeaderValue.__table__.insert(), values)
             errors = self._new_errors(db, job.batch_id, chunk, now)
             if errors:
-                db.execute(insert(IngestError), errors)
+                db.execute(IngestError.__table__.insert(), errors)
             db.execute(_SET_OUTCOME, [{"b_id": item.file_id, "b_outcome": item.outcome.value,
                                        "b_image": item.image_id} for item in chunk])
             result.imported = sum(item.outcome is FileOutcome.IMPORTED for item in chunk)
@@ -484,26 +486,36 @@ class Ingestor:
 
     def _insert_image(self, db: Session, batch_id: int, item: Outcome, now, values: list) -> None:
         p = item.parsed
-        stmt = _dialect_insert(db, Image).values(
+        stmt = self._image_insert.get(db.bind.dialect.name)
+        if stmt is None:
+            stmt = self._image_insert[db.bind.dialect.name] = (
+                _dialect_insert(db, Image.__table__)
+                .on_conflict_do_nothing(index_elements=["batch_id", "sop_instance_uid"])
+                .returning(Image.__table__.c.id))
+        params = dict(
             batch_id=batch_id, sop_instance_uid=p.sop_instance_uid[:64],
             sop_class_uid=_cut(p.sop_class_uid, 64), study_instance_uid=_cut(p.study_instance_uid, 64),
             series_instance_uid=_cut(p.series_instance_uid, 64), modality=_cut(p.modality, 16),
             instance_number=p.instance_number, transfer_syntax_uid=_cut(p.transfer_syntax_uid, 64),
-            stored_path=item.relpath, original_name=item.name[:1024], size=item.size, created_at=now,
-        ).on_conflict_do_nothing(index_elements=["batch_id", "sop_instance_uid"]).returning(Image.id)
-        image_id = db.execute(stmt).scalar()
+            stored_path=item.relpath, original_name=item.name[:1024], size=item.size, sha256=None,
+            created_at=now,
+        )
+        image_id = db.execute(stmt, params).scalar()
         if image_id is None:  # another worker committed the same UID meanwhile
             self._duplicate_or_conflict(item, self.storage_dir / item.relpath)
             return
         item.outcome, item.image_id = FileOutcome.IMPORTED, image_id
         fields = self.fields
-        values.extend(
-            {"image_id": image_id, "field_id": fields[e.tag_path], "item": e.item,
-             "position": e.position,
-             "value_text": e.value_text[:MAX_VALUE_LENGTH] if e.value_text is not None else None,
-             "value_num": e.value_num}
-            for e in p.elements
-        )
+        seen: set[tuple[int, str, int]] = set()
+        for e in p.elements:
+            key = (fields[e.tag_path], e.item, e.position)
+            if key in seen:  # a parser listed one value twice: keep the first
+                continue
+            seen.add(key)
+            values.append({"image_id": image_id, "field_id": key[0], "item": e.item,
+                           "position": e.position,
+                           "value_text": None if e.value_text is None else e.value_text[:MAX_VALUE_LENGTH],
+                           "value_num": e.value_num})
 
     def _after_commit(self, job: Job, chunk: list[Outcome], finished: bool) -> None:
         if job.delete_source:

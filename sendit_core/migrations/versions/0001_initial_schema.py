@@ -86,7 +86,6 @@ def upgrade() -> None:
         batch_op.create_index('ix_ingest_error_batch', ['batch_id', 'id'], unique=False)
 
     op.create_table('header_value',
-    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('image_id', sa.Integer(), nullable=False),
     sa.Column('field_id', sa.Integer(), nullable=False),
     sa.Column('item', sa.String(length=64), nullable=False),
@@ -95,18 +94,19 @@ def upgrade() -> None:
     sa.Column('value_num', sa.Float(), nullable=True),
     sa.ForeignKeyConstraint(['field_id'], ['header_field.id'], name=op.f('fk_header_value_field_id_header_field')),
     sa.ForeignKeyConstraint(['image_id'], ['image.id'], name=op.f('fk_header_value_image_id_image'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_header_value'))
+    sa.PrimaryKeyConstraint('image_id', 'field_id', 'item', 'position', name=op.f('pk_header_value')),
+    sqlite_with_rowid=False
     )
     with op.batch_alter_table('header_value', schema=None) as batch_op:
-        batch_op.create_index('ix_header_value_field_num', ['field_id', 'value_num'], unique=False)
+        batch_op.create_index('ix_header_value_field_num', ['field_id', 'value_num'], unique=False,
+                              sqlite_where=sa.text('value_num IS NOT NULL'),
+                              postgresql_where=sa.text('value_num IS NOT NULL'))
         batch_op.create_index('ix_header_value_field_text', ['field_id', 'value_text'], unique=False)
-        batch_op.create_index('ix_header_value_image', ['image_id', 'field_id'], unique=False)
 
 
 
 def downgrade() -> None:
     with op.batch_alter_table('header_value', schema=None) as batch_op:
-        batch_op.drop_index('ix_header_value_image')
         batch_op.drop_index('ix_header_value_field_text')
         batch_op.drop_index('ix_header_value_field_num')
 

@@ -1,0 +1,130 @@
+"""Parse one file into a :class:`~sendit_core.parsing.ParsedFile`: recognise it,
+read it without its pixel data, flatten its elements, pick the image fields."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydicom.datadict import DicomDictionary
+from pydicom.dataset import Dataset, FileDataset
+from pydicom.uid import (
+    ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, MediaStorageDirectoryStorage,
+)
+
+from sendit_core.parsing import HeaderElement, ParsedFile, ParseError
+
+from .elements import flatten
+from .reader import has_preamble, looks_like_dicom, read_file, read_head
+
+PARSER_NAME = "sendit_pydicom"
+MB = 1024 * 1024
+#: ``HeaderValue.position`` is a SMALLINT: never index more values than this.
+MAX_POSITIONS = 32767
+
+SOP_INSTANCE_UID = "00080018"
+IMAGE_FIELDS = {
+    "00080016": "sop_class_uid",
+    "0020000D": "study_instance_uid",
+    "0020000E": "series_instance_uid",
+    "00080060": "modality",
+    "00200013": "instance_number",
+}
+#: Groups a real data set has elements of (identification, patient, study/series).
+CORE_GROUPS = frozenset({0x0008, 0x0010, 0x0020})
+TRANSFER_SYNTAXES = {
+    (True, True): ImplicitVRLittleEndian,
+    (False, True): ExplicitVRLittleEndian,
+    (False, False): ExplicitVRBigEndian,
+}
+
+
+def parse(path: Path, *, max_file_mb: int = 2048, max_values: int = 1024) -> ParsedFile | None:
+    """Parse ``path``; ``None`` when it is not DICOM.
+
+    :param max_file_mb: larger files are rejected before being read.
+    :param max_values: values indexed per multi-valued element.
+    :raises ParseError: for DICOM files that are empty, too large, truncated,
+        unreadable or without a SOP Instance UID.
+    """
+    size = _size(path)
+    head = _head(path)
+    if not looks_like_dicom(head):
+        return None
+    if size > max_file_mb * MB:
+        raise ParseError(f"file is {size / MB:.1f} MB, larger than the limit "
+                         f"sendit.pydicom.max_file_mb = {max_file_mb}")
+    read = read_file(path, size)
+    ds = read.dataset
+    if not has_preamble(head) and not _plausible(ds):
+        return None
+    elements = flatten([ds.file_meta, ds, *read.after_pixels], min(max_values, MAX_POSITIONS))
+    return build_parsed_file(ds, elements)
+
+
+def _size(path: Path) -> int:
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ParseError(f"cannot read the file: {exc.strerror or exc}") from exc
+    if size == 0:
+        raise ParseError("empty file (0 bytes)")
+    return size
+
+
+def _head(path: Path) -> bytes:
+    try:
+        return read_head(path)
+    except OSError as exc:
+        raise ParseError(f"cannot read the file: {exc.strerror or exc}") from exc
+
+
+def _plausible(ds: Dataset) -> bool:
+    """A raw data set (no preamble) must hold two known identification,
+    patient or study elements, or pydicom read noise."""
+    known = [tag for tag in ds.keys() if tag >> 16 in CORE_GROUPS and tag in DicomDictionary]
+    return SOP_INSTANCE_UID_TAG in ds or len(known) >= 2
+
+
+SOP_INSTANCE_UID_TAG = 0x00080018
+
+
+def build_parsed_file(ds: FileDataset, elements: list[HeaderElement]) -> ParsedFile:
+    """The image record: its identifying fields, taken from the top-level rows."""
+    top = {row.tag_path: row.value_text for row in elements
+           if not row.item and not row.position and row.value_text is not None}
+    uid = top.get(SOP_INSTANCE_UID)
+    if not uid:
+        raise ParseError(f"no SOP Instance UID (0008,0018): {_why_no_uid(ds)}")
+    fields = {name: top.get(tag) for tag, name in IMAGE_FIELDS.items()}
+    fields["sop_class_uid"] = fields["sop_class_uid"] or top.get("00020002")
+    fields["instance_number"] = _integer(fields["instance_number"])
+    return ParsedFile(
+        sop_instance_uid=uid,
+        transfer_syntax_uid=top.get("00020010") or _read_syntax(ds),
+        elements=elements,
+        parser=PARSER_NAME,
+        **fields,
+    )
+
+
+def _why_no_uid(ds: FileDataset) -> str:
+    if ds.file_meta.get("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage:
+        return "this is a DICOMDIR (a media directory), not an image"
+    if SOP_INSTANCE_UID_TAG in ds:
+        return "the element is empty"
+    return "the data set has no such element (not an image, or damaged)"
+
+
+def _integer(text: str | None) -> int | None:
+    """An IS value as an int; ``None`` when missing or not a whole number."""
+    if text is None:
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return int(number) if number.is_integer() and abs(number) < 2**31 else None
+
+
+def _read_syntax(ds: FileDataset) -> str | None:
+    """The transfer syntax the data set was read with, when the file meta has none."""
+    return TRANSFER_SYNTAXES.get(tuple(ds.original_encoding))
