@@ -21,6 +21,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -36,7 +37,8 @@ from .models import (
     IngestError, Job, JobFile, JobStatus, utcnow,
 )
 from .parsing import HeaderElement, ParsedFile, ParseError, parse_file
-from .storage import Stored, same_content, store_file, stored_relpath
+from .bulk import BulkWriter
+from .storage import Stored, remove_stored, same_content, store_file, stored_relpath
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +170,8 @@ class Outcome:
     step: str = ""
     message: str = ""
     image_id: int | None = None
+    #: a file this attempt wrote into storage (removed again if the file is rejected)
+    stored_new: bool = False
 
     def fail(self, step: str, message: str) -> "Outcome":
         self.outcome, self.step, self.message = FileOutcome.ERROR, step, message
@@ -212,7 +216,7 @@ class Ingestor:
     MAX_CACHED_FIELDS = 200_000
 
     def __init__(self, settings: dict[str, Any], pm, session_factory: sessionmaker[Session],
-                 identity: str | None = None):
+                 identity: str | None = None, processes: int = 0):
         self.settings = settings
         self.pm = pm
         self.session_factory = session_factory
@@ -221,11 +225,26 @@ class Ingestor:
         self.max_bytes = settings["sendit.import.max_file_mb"] * 1024 * 1024
         self.commit_every = settings["sendit.worker.commit_every"]
         self.fields: dict[str, int] = {}
-        self._image_insert: dict[str, Any] = {}  # the compiled-once INSERT per dialect
         #: set it to make :meth:`run_job` release its job after the current chunk
         self.stop_requested = threading.Event()
         #: called with each chunk's :class:`JobResult` (progress bars)
         self.on_chunk = None
+        #: child processes that read, parse and store files while this one writes
+        self.processes = processes
+        self.pool = None
+        if processes > 0:
+            import multiprocessing
+
+            self.pool = multiprocessing.get_context("fork").Pool(
+                processes, initializer=_init_child,
+                initargs=(pm, _picklable(settings), self.storage_dir, self.max_bytes))
+
+    def close(self) -> None:
+        """Stop the pool's child processes, if any."""
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
 
     # -- jobs
 
@@ -257,7 +276,7 @@ class Ingestor:
             return None
         result = JobResult()
         try:
-            for chunk in self._pending_chunks(job.id):
+            for chunk in self._prepared_chunks(job):
                 chunk_result = self._process_chunk(job, chunk)
                 result.add(chunk_result)
                 if self.on_chunk:
@@ -303,61 +322,33 @@ class Ingestor:
     # -- one chunk
 
     def _process_chunk(self, job: Job, chunk: list[Outcome]) -> JobResult:
-        for item in chunk:
-            self._parse(item)
         parsed = [item for item in chunk if item.parsed is not None]
         self._check_existing(job.batch_id, parsed)
-        for item in parsed:
-            if item.outcome is FileOutcome.PENDING:
-                self._store(job.batch_id, item)
+        for item in parsed:  # stored, then found to be a duplicate or a conflict
+            if item.stored_new and item.outcome is not FileOutcome.PENDING:
+                remove_stored(self.storage_dir, item.relpath)
         self._ensure_fields([item for item in chunk if item.outcome is FileOutcome.PENDING])
         result, finished = self._commit(job, chunk)
         self._after_commit(job, chunk, finished)
         return result
 
-    def _parse(self, item: Outcome) -> None:
-        path = item.path
-        try:
-            if path.is_symlink() and not path.exists():
-                item.fail("read", f"broken symbolic link (points to {os.readlink(path)})")
-                return
-            stat = path.stat()
-        except FileNotFoundError:
-            item.fail("read", "the file is gone (deleted or moved before it was imported)")
+    def _prepared_chunks(self, job: Job) -> Iterator[list[Outcome]]:
+        """Pending files, read, parsed and stored: in this process, or by the
+        pool, one chunk ahead of the database work."""
+        context = PrepareContext.of(self, job.batch_id)
+        chunks = self._pending_chunks(job.id)
+        if self.pool is None:
+            for chunk in chunks:
+                yield [prepare(item, context) for item in chunk]
             return
-        except OSError as exc:
-            item.fail("read", f"cannot read the file: {exc.strerror or exc}")
-            return
-        if not path.is_file():
-            item.fail("read", "not a regular file")
-            return
-        item.size = stat.st_size
-        if item.size == 0:
-            item.fail("read", "empty file (0 bytes)")
-            return
-        if item.size > self.max_bytes:
-            item.fail("read", f"file is {item.size / 2**20:.0f} MB, larger than the limit "
-                              f"sendit.import.max_file_mb = {self.settings['sendit.import.max_file_mb']}")
-            return
-        if not os.access(path, os.R_OK):
-            item.fail("read", "cannot read the file: permission denied")
-            return
-        try:
-            parsed = parse_file(self.pm, path, self.settings)
-        except ParseError as exc:
-            item.fail("parse", str(exc))
-            return
-        except Exception as exc:  # noqa: BLE001 - a parser bug is one file's error
-            log.exception("parser failed on %s", path)
-            item.fail("parse", f"the parser failed: {type(exc).__name__}: {exc}")
-            return
-        if parsed is None:
-            item.fail("parse", "not a DICOM file (no parser accepted it)")
-            return
-        if not parsed.sop_instance_uid:
-            item.fail("parse", "no SOP Instance UID")
-            return
-        item.parsed = parsed
+        ahead: deque = deque()
+        for chunk in chunks:
+            ahead.append(self.pool.map_async(_prepare_in_child, [(item, job.batch_id) for item in chunk],
+                                             chunksize=max(1, len(chunk) // (2 * self.processes))))
+            if len(ahead) > 1:
+                yield ahead.popleft().get()
+        while ahead:
+            yield ahead.popleft().get()
 
     def _check_existing(self, batch_id: int, parsed: list[Outcome]) -> None:
         """Same UID already in the batch (or earlier in this chunk): identical
@@ -392,18 +383,6 @@ class Ingestor:
             item.fail("store", f"a different file with SOP Instance UID {uid} is already in "
                                f"this batch; this one was not imported")
 
-    def _store(self, batch_id: int, item: Outcome) -> None:
-        item.relpath = stored_relpath(batch_id, item.parsed)
-        try:
-            stored = store_file(item.path, self.storage_dir, item.relpath,
-                                fsync=self.settings["sendit.storage.fsync"])
-        except OSError as exc:
-            item.fail("store", f"cannot store the file: {exc.strerror or exc}")
-            return
-        if stored is Stored.CONFLICT:
-            item.fail("store", f"a different file with SOP Instance UID "
-                               f"{item.parsed.sop_instance_uid} is already stored for this batch")
-
     def _ensure_fields(self, items: list[Outcome]) -> None:
         """Give every header path a field id, inserting new ones in their own transaction."""
         missing: dict[str, HeaderElement] = {}
@@ -431,12 +410,13 @@ class Ingestor:
         result = JobResult()
         now = utcnow()
         with self.session_factory() as db:
-            values: list[dict[str, Any]] = []
+            writer = BulkWriter(db)
+            values: list[tuple] = []
             for item in chunk:
                 if item.outcome is FileOutcome.PENDING:
-                    self._insert_image(db, job.batch_id, item, now, values)
-            if values:  # Core, not ORM: one executemany for the whole chunk
-                db.execute(HeaderValue.__table__.insert(), values)
+                    self._insert_image(writer, job.batch_id, item, now, values)
+            writer.insert_values(values)
+            writer.close()
             errors = self._new_errors(db, job.batch_id, chunk, now)
             if errors:
                 db.execute(IngestError.__table__.insert(), errors)
@@ -484,23 +464,15 @@ class Ingestor:
                  "created_at": now}
                 for (path, step, message) in failed if (path, step, message) not in known]
 
-    def _insert_image(self, db: Session, batch_id: int, item: Outcome, now, values: list) -> None:
+    def _insert_image(self, writer: BulkWriter, batch_id: int, item: Outcome, now, values: list) -> None:
         p = item.parsed
-        stmt = self._image_insert.get(db.bind.dialect.name)
-        if stmt is None:
-            stmt = self._image_insert[db.bind.dialect.name] = (
-                _dialect_insert(db, Image.__table__)
-                .on_conflict_do_nothing(index_elements=["batch_id", "sop_instance_uid"])
-                .returning(Image.__table__.c.id))
-        params = dict(
+        image_id = writer.insert_image(dict(
             batch_id=batch_id, sop_instance_uid=p.sop_instance_uid[:64],
             sop_class_uid=_cut(p.sop_class_uid, 64), study_instance_uid=_cut(p.study_instance_uid, 64),
             series_instance_uid=_cut(p.series_instance_uid, 64), modality=_cut(p.modality, 16),
             instance_number=p.instance_number, transfer_syntax_uid=_cut(p.transfer_syntax_uid, 64),
-            stored_path=item.relpath, original_name=item.name[:1024], size=item.size, sha256=None,
-            created_at=now,
-        )
-        image_id = db.execute(stmt, params).scalar()
+            stored_path=item.relpath, original_name=item.name[:1024], size=item.size, created_at=now,
+        ))
         if image_id is None:  # another worker committed the same UID meanwhile
             self._duplicate_or_conflict(item, self.storage_dir / item.relpath)
             return
@@ -512,10 +484,10 @@ class Ingestor:
             if key in seen:  # a parser listed one value twice: keep the first
                 continue
             seen.add(key)
-            values.append({"image_id": image_id, "field_id": key[0], "item": e.item,
-                           "position": e.position,
-                           "value_text": None if e.value_text is None else e.value_text[:MAX_VALUE_LENGTH],
-                           "value_num": e.value_num})
+            text = e.value_text
+            values.append((image_id, key[0], e.item, e.position,
+                           text if text is None or len(text) <= MAX_VALUE_LENGTH else text[:MAX_VALUE_LENGTH],
+                           e.value_num))
 
     def _after_commit(self, job: Job, chunk: list[Outcome], finished: bool) -> None:
         if job.delete_source:
@@ -583,6 +555,110 @@ class Ingestor:
             db.commit()
 
 
+@dataclass(frozen=True)
+class PrepareContext:
+    """What preparing a file needs, in this process or in a pool's child."""
+
+    pm: Any
+    settings: dict[str, Any]
+    storage_dir: Path
+    max_bytes: int
+    batch_id: int
+
+    @classmethod
+    def of(cls, ingestor: "Ingestor", batch_id: int) -> "PrepareContext":
+        return cls(ingestor.pm, ingestor.settings, ingestor.storage_dir, ingestor.max_bytes, batch_id)
+
+
+def prepare(item: Outcome, ctx: PrepareContext) -> Outcome:
+    """Check, parse and store one file (no database work); returns ``item``."""
+    if _read_checks(item, ctx) and _parse(item, ctx):
+        _store(item, ctx)
+    return item
+
+
+def _read_checks(item: Outcome, ctx: PrepareContext) -> bool:
+    path = item.path
+    try:
+        if path.is_symlink() and not path.exists():
+            item.fail("read", f"broken symbolic link (points to {os.readlink(path)})")
+            return False
+        stat = path.stat()
+    except FileNotFoundError:
+        item.fail("read", "the file is gone (deleted or moved before it was imported)")
+        return False
+    except OSError as exc:
+        item.fail("read", f"cannot read the file: {exc.strerror or exc}")
+        return False
+    if not path.is_file():
+        item.fail("read", "not a regular file")
+        return False
+    item.size = stat.st_size
+    if item.size == 0:
+        item.fail("read", "empty file (0 bytes)")
+        return False
+    if item.size > ctx.max_bytes:
+        item.fail("read", f"file is {item.size / 2**20:.0f} MB, larger than the limit "
+                          f"sendit.import.max_file_mb = {ctx.settings['sendit.import.max_file_mb']}")
+        return False
+    if not os.access(path, os.R_OK):
+        item.fail("read", "cannot read the file: permission denied")
+        return False
+    return True
+
+
+def _parse(item: Outcome, ctx: PrepareContext) -> bool:
+    try:
+        parsed = parse_file(ctx.pm, item.path, ctx.settings)
+    except ParseError as exc:
+        item.fail("parse", str(exc))
+        return False
+    except Exception as exc:  # noqa: BLE001 - a parser bug is one file's error
+        log.exception("parser failed on %s", item.path)
+        item.fail("parse", f"the parser failed: {type(exc).__name__}: {exc}")
+        return False
+    if parsed is None:
+        item.fail("parse", "not a DICOM file (no parser accepted it)")
+        return False
+    if not parsed.sop_instance_uid:
+        item.fail("parse", "no SOP Instance UID")
+        return False
+    item.parsed = parsed
+    return True
+
+
+def _store(item: Outcome, ctx: PrepareContext) -> None:
+    """Store the file; never overwrites (identical bytes already there are fine)."""
+    item.relpath = stored_relpath(ctx.batch_id, item.parsed)
+    try:
+        stored = store_file(item.path, ctx.storage_dir, item.relpath,
+                            fsync=ctx.settings["sendit.storage.fsync"])
+    except OSError as exc:
+        item.fail("store", f"cannot store the file: {exc.strerror or exc}")
+        return
+    if stored is Stored.CONFLICT:
+        item.fail("store", f"a different file with SOP Instance UID "
+                           f"{item.parsed.sop_instance_uid} is already stored for this batch")
+    item.stored_new = stored is Stored.NEW
+
+
+#: set in each pool child (inherited through fork): (pm, settings, storage_dir, max_bytes)
+_CHILD: tuple | None = None
+
+
+def _init_child(pm, settings, storage_dir, max_bytes) -> None:
+    import signal
+
+    global _CHILD
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    _CHILD = (pm, settings, storage_dir, max_bytes)
+
+
+def _prepare_in_child(args: tuple[Outcome, int]) -> Outcome:
+    item, batch_id = args
+    return prepare(item, PrepareContext(*_CHILD, batch_id))
+
+
 _JOB_FILE = JobFile.__table__
 _SET_OUTCOME = (update(_JOB_FILE).where(_JOB_FILE.c.id == bindparam("b_id"))
                 .values(outcome=bindparam("b_outcome"), image_id=bindparam("b_image")))
@@ -629,6 +705,11 @@ def _last_tag(tag_path: str) -> int:
         return int(last, 16)
     except ValueError:
         return 0
+
+
+def _picklable(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings without live objects (the engine), for child processes."""
+    return {k: v for k, v in settings.items() if k != "sendit.engine"}
 
 
 def _cut(value: str | None, length: int) -> str | None:

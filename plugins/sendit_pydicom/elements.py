@@ -119,12 +119,13 @@ class Flattener:
         if isinstance(encodings, str):
             encodings = [encodings]
         level = _Level(ds, encodings, tag_path, kw_path, item)
-        for tag in sorted(ds.keys()):
+        # file order; raw elements, not converted (plain ints: BaseTag compares slowly)
+        for tag, raw in list(ds.items()):
+            tag = int(tag)
             if not is_bulk(tag):
-                self._add_element(level, tag)
+                self._add_element(level, tag, raw)
 
-    def _add_element(self, level: "_Level", tag: int) -> None:
-        raw = level.ds.get_item(tag)
+    def _add_element(self, level: "_Level", tag: int, raw: object) -> None:
         if isinstance(raw, RawDataElement):
             check_complete(raw)
             vr = raw.VR or public_vr(tag)
@@ -170,12 +171,15 @@ class Flattener:
     def _add_values(self, level: "_Level", tag: int, vr: str,
                     values: list[tuple[str | None, float | None]]) -> None:
         tag_path, kw_path, creator = level.paths(tag)
-        rows, item = self.rows, level.item
-        if not values:
-            values = [(None, None)]
-        for position, (text, num) in enumerate(values[: self.max_values]):
-            rows.append(HeaderElement(tag_path, kw_path, vr, text, num, item, position,
-                                      creator))
+        item = level.item
+        if len(values) < 2:  # the common case: one value (or an empty element)
+            text, num = values[0] if values else (None, None)
+            self.rows.append(HeaderElement(tag_path, kw_path, vr, text, num, item, 0, creator))
+            return
+        self.rows.extend(
+            HeaderElement(tag_path, kw_path, vr, text, num, item, position, creator)
+            for position, (text, num) in enumerate(values[: self.max_values])
+        )
 
 
 class _Level:
@@ -273,7 +277,9 @@ def _binary_numbers(vr: str, data: bytes, little: bool) -> list | None:
     if extra:
         return None
     numbers = struct.unpack(f"{'<' if little else '>'}{count}{code}", data)
-    return [format_value(vr, number) for number in numbers]
+    if code in "fd":
+        return [format_value(vr, number) for number in numbers]
+    return [(str(number), float(number)) for number in numbers]
 
 
 def _tags(data: bytes, little: bool) -> list:

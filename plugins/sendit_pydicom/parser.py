@@ -13,7 +13,7 @@ from pydicom.uid import (
 from sendit_core.parsing import HeaderElement, ParsedFile, ParseError
 
 from .elements import flatten
-from .reader import has_preamble, looks_like_dicom, read_file, read_head
+from .reader import data_set_encoding, has_preamble, looks_like_dicom, read_file, read_head
 
 PARSER_NAME = "sendit_pydicom"
 MB = 1024 * 1024
@@ -21,6 +21,7 @@ MB = 1024 * 1024
 MAX_POSITIONS = 32767
 
 SOP_INSTANCE_UID = "00080018"
+SOP_INSTANCE_UID_TAG = 0x00080018
 IMAGE_FIELDS = {
     "00080016": "sop_class_uid",
     "0020000D": "study_instance_uid",
@@ -78,13 +79,10 @@ def _head(path: Path) -> bytes:
 
 
 def _plausible(ds: Dataset) -> bool:
-    """A raw data set (no preamble) must hold two known identification,
-    patient or study elements, or pydicom read noise."""
+    """True when a raw data set (no preamble) really is one: it has a SOP
+    Instance UID, or at least two known elements of groups 0008, 0010, 0020."""
     known = [tag for tag in ds.keys() if tag >> 16 in CORE_GROUPS and tag in DicomDictionary]
     return SOP_INSTANCE_UID_TAG in ds or len(known) >= 2
-
-
-SOP_INSTANCE_UID_TAG = 0x00080018
 
 
 def build_parsed_file(ds: FileDataset, elements: list[HeaderElement]) -> ParsedFile:
@@ -127,4 +125,4 @@ def _integer(text: str | None) -> int | None:
 
 def _read_syntax(ds: FileDataset) -> str | None:
     """The transfer syntax the data set was read with, when the file meta has none."""
-    return TRANSFER_SYNTAXES.get(tuple(ds.original_encoding))
+    return TRANSFER_SYNTAXES.get(data_set_encoding(ds))

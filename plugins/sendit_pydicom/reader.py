@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pydicom.datadict import DicomDictionary
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset, read_partial
+from pydicom.values import converters
 
 from sendit_core.parsing import ParseError
 
@@ -36,6 +38,8 @@ FIRST_GROUPS = frozenset({0x0000, 0x0002, 0x0004, 0x0008})
 PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 ITEM_TAG, SEQUENCE_DELIMITER = 0xFFFEE000, 0xFFFEE0DD
 UNDEFINED_LENGTH = 0xFFFFFFFF
+#: Every VR, as it is written in an explicit VR element header.
+EXPLICIT_VRS = frozenset(vr.encode() for vr in converters if len(vr) == 2)
 #: Explicit VRs with a 2-byte reserved field and a 4-byte length.
 LONG_LENGTH_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC",
                              b"UN", b"UR", b"UT", b"UV"})
@@ -105,7 +109,7 @@ def read_after_pixels(fp: BinaryIO, ds: FileDataset, size: int) -> list[Dataset]
     Reading stopped at a pixel data element when ``fp`` is not at the end of the
     file (a deflated data set is inflated in memory: ``fp`` is then at the end).
     """
-    implicit, little = ds.original_encoding
+    implicit, little = data_set_encoding(ds)
     tails = []
     while fp.tell() < size:
         if not skip_pixel_element(fp, implicit, little, size):
@@ -115,6 +119,19 @@ def read_after_pixels(fp: BinaryIO, ds: FileDataset, size: int) -> list[Dataset]
         if len(tail):
             tails.append(tail)
     return tails
+
+
+def data_set_encoding(ds: Dataset) -> tuple[bool, bool]:
+    """``(implicit VR, little endian)`` as the data set was really read.
+
+    pydicom switches to implicit VR when a file claims explicit VR but is not
+    (``SC_rgb_jpeg.dcm``); its raw elements know, the file's claim does not.
+    """
+    for tag in sorted(ds.keys(), reverse=True):  # the command set (0000) is implicit
+        raw = ds.get_item(tag, keep_deferred=True)
+        if isinstance(raw, RawDataElement):
+            return raw.is_implicit_VR, raw.is_little_endian
+    return ds.original_encoding
 
 
 def skip_pixel_element(fp: BinaryIO, implicit: bool, little: bool, size: int) -> bool:
@@ -131,7 +148,7 @@ def skip_pixel_element(fp: BinaryIO, implicit: bool, little: bool, size: int) ->
     tag = group << 16 | element
     if tag not in PIXEL_TAGS:
         return False
-    if implicit:
+    if implicit or header[4:6] not in EXPLICIT_VRS:
         (length,) = struct.unpack(order + "L", header[4:])
     elif header[4:6] in LONG_LENGTH_VRS:
         (length,) = struct.unpack(order + "L", _read_exactly(fp, 4, tag))
