@@ -36,8 +36,9 @@ def connect(settings: dict[str, Any]) -> Connection:
     options: dict[str, Any] = {}
     if url.startswith("filesystem://"):
         folder = Path(settings["sendit.var_dir"]) / "queue"
-        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "control").mkdir(parents=True, exist_ok=True)
         options = {"data_folder_in": str(folder), "data_folder_out": str(folder),
+                   "control_folder": str(folder / "control"),
                    "polling_interval": 0.2, "store_processed": False}
     return Connection(url, transport_options=options, connect_timeout=5)
 

@@ -136,13 +136,25 @@ def cmd_import(args: argparse.Namespace) -> int:
         batch = wait_for_batch(session_factory, submission.batch_id, progress=follow)
         bar.close()
         return _summary(session_factory, submission, started, batch.image_count, batch.error_count)
-    ingestor = Ingestor(settings, pm, session_factory)
+    processes = args.processes if args.processes is not None else _default_processes()
+    ingestor = Ingestor(settings, pm, session_factory, processes=processes)
     bar = tqdm(total=submission.file_count, unit="file", disable=quiet, desc="importing")
     ingestor.on_chunk = lambda result, n: bar.update(n)
-    result = import_now(ingestor, submission)
-    bar.close()
+    try:
+        result = import_now(ingestor, submission)
+    finally:
+        ingestor.close()
+        bar.close()
     return _summary(session_factory, submission, started, result.imported, result.errors,
                     result.duplicates, result.bytes)
+
+
+def _default_processes() -> int:
+    """Child processes for ``import --now``: one per CPU when there are several."""
+    import os
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cpus if cpus > 1 else 0
 
 
 def _default_batch_name(paths: list[str]) -> str:
@@ -184,7 +196,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings, pm = read_ini(args.ini)
     session_factory = _session_factory(settings)
     _check_schema(session_factory)
-    worker = Worker(settings, pm, session_factory)
+    worker = Worker(settings, pm, session_factory, processes=settings["sendit.worker.processes"])
 
     def stop(signum, frame):
         log.info("signal %s: stopping after the current chunk", signum)
@@ -228,6 +240,9 @@ def build_parser(pm: pluggy.PluginManager) -> argparse.ArgumentParser:
     imp.add_argument("--wait", action="store_true", help="queue for the workers and follow until done")
     imp.add_argument("--delete-source", action="store_true",
                      help="delete each file once imported (default: sendit.import.delete_source)")
+    imp.add_argument("--processes", type=int, metavar="N",
+                     help="with --now: child processes that parse and store files "
+                          "(default: one per CPU; 0: none)")
     imp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     imp.set_defaults(func=cmd_import)
 

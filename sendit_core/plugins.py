@@ -18,6 +18,7 @@ ENTRYPOINT_GROUP = "sendit.plugins"
 
 #: Built-in plugins, registered by name in this order (as pytest and datasette do).
 DEFAULT_PLUGINS: tuple[str, ...] = (
+    "sendit_pydicom",
     "sendit_dashboard",
 )
 

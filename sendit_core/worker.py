@@ -25,14 +25,15 @@ log = logging.getLogger(__name__)
 class Worker:
     """One consumer: processes one job at a time, acknowledging after commit."""
 
-    def __init__(self, settings: dict[str, Any], pm, session_factory=None, *, heartbeat_every: float = 10.0):
+    def __init__(self, settings: dict[str, Any], pm, session_factory=None, *,
+                 heartbeat_every: float = 10.0, processes: int = 0):
         from .models import get_engine
 
         self.settings = settings
         if session_factory is None:
             engine = settings.get("sendit.engine") or get_engine(settings)
             session_factory = get_session_factory(engine)
-        self.ingestor = Ingestor(settings, pm, session_factory)
+        self.ingestor = Ingestor(settings, pm, session_factory, processes=processes)
         self.heartbeat_every = heartbeat_every
         self.stopping = threading.Event()
         self.jobs_done = 0
@@ -75,14 +76,17 @@ class Worker:
         beat.start()
         log.info("worker %s consuming from %s", self.identity,
                  connect(self.settings).as_uri())
-        while not self.stopping.is_set():
-            try:
-                self._consume()
-            except Exception as exc:  # noqa: BLE001 - broker trouble: wait and reconnect
-                if self.stopping.is_set():
-                    break
-                log.warning("broker connection lost (%s); reconnecting in 2 s", exc)
-                self.stopping.wait(2)
+        try:
+            while not self.stopping.is_set():
+                try:
+                    self._consume()
+                except Exception as exc:  # noqa: BLE001 - broker trouble: wait and reconnect
+                    if self.stopping.is_set():
+                        break
+                    log.warning("broker connection lost (%s); reconnecting in 2 s", exc)
+                    self.stopping.wait(2)
+        finally:
+            self.ingestor.close()
 
     def _consume(self) -> None:
         sweep_every = self.settings["sendit.worker.sweep_seconds"]
