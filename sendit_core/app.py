@@ -51,7 +51,8 @@ def main(global_config: dict[str, Any], **raw_settings: Any):
     if settings["sendit.worker"] == "thread":
         from .worker import start_thread_worker
 
-        start_thread_worker(app.registry.settings, pm)
+        worker, _thread = start_thread_worker(app.registry.settings, pm)
+        app.registry["sendit.worker"] = worker
     return app
 
 

@@ -312,3 +312,27 @@ def test_a_worker_started_later_finds_queued_jobs_whose_message_was_lost(make_ap
     finally:
         worker.stop()
         thread.join(10)
+
+
+def test_the_web_app_runs_a_worker_thread_on_the_embedded_default(make_settings, tmp_path):
+    from sendit_core import main
+    from sendit_core.models import get_engine, get_session_factory
+
+    raw = make_settings({"sendit.worker": "thread", "sendit.plugins.disabled": "sendit_pydicom"})
+    app = main({"here": str(tmp_path)}, **raw)
+    worker = app.registry["sendit.worker"]
+    try:
+        example_file(tmp_path / "in", "1.ex", "1.1")
+        factory = app.registry["dbsession_factory"]
+        submission = submit(factory, app.registry.settings, iter_files([tmp_path / "in"]))
+        batch = wait_for_batch(factory, submission.batch_id, timeout=30)
+        assert (batch.status, batch.image_count) == (BatchStatus.DONE, 1)
+    finally:
+        worker.stop()
+
+
+def test_no_worker_thread_with_external_workers(make_settings, tmp_path):
+    from sendit_core import main
+
+    app = main({"here": str(tmp_path)}, **make_settings({"sendit.worker": "external"}))
+    assert "sendit.worker" not in app.registry
