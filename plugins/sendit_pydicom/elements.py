@@ -228,7 +228,7 @@ def check_complete(raw: RawDataElement) -> None:
         hex8, keyword = tag_names(raw.tag)
         raise ParseError(
             f"file is truncated: element {tag_text(raw.tag)} {keyword} needs "
-            f"{raw.length} bytes but the file ends after {len(value)}"
+            f"{raw.length} bytes but only {len(value)} are left in the file"
         )
 
 
@@ -342,7 +342,9 @@ def _date_number(text: str) -> float | None:
 def _time_number(text: str) -> float | None:
     """TM as the number HHMMSS.ffffff (``HH`` and ``HHMM`` padded, ``HH:MM:SS`` too)."""
     whole, _, fraction = text.replace(":", "").partition(".")
-    if not whole.isdigit() or len(whole) > 6 or len(whole) % 2 or (fraction and not fraction.isdigit()):
+    if not whole.isdigit() or len(whole) not in (2, 4, 6):
+        return None
+    if fraction and not fraction.isdigit():
         return None
     return float(whole.ljust(6, "0") + ("." + fraction if fraction else ""))
 

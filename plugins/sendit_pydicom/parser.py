@@ -7,7 +7,8 @@ from pathlib import Path
 from pydicom.datadict import DicomDictionary
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.uid import (
-    ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, MediaStorageDirectoryStorage,
+    ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian,
+    MediaStorageDirectoryStorage,
 )
 
 from sendit_core.parsing import HeaderElement, ParsedFile, ParseError

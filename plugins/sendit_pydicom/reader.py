@@ -12,6 +12,14 @@ Recognising a file costs one read of its first 132 bytes:
   one in ten million.
 
 Anything else is declined, so another parser plugin may try it.
+
+Reading stops at each pixel data element (Pixel Data, Float and Double Float
+Pixel Data): its length (or its fragment items, when encapsulated) is checked
+against the file size and skipped with a seek, then reading goes on, so the
+rare elements after the pixels (digital signatures, trailing private groups)
+are indexed too. A file cut inside an element value is reported as truncated;
+a file cut exactly between two elements before its pixel data cannot be told
+from a header-only file and reads as one.
 """
 from __future__ import annotations
 
@@ -24,7 +32,6 @@ from typing import BinaryIO
 from pydicom.datadict import DicomDictionary
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileDataset
-from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset, read_partial
 from pydicom.values import converters
 
@@ -87,38 +94,38 @@ def read_file(path: Path, size: int) -> ReadFile:
     with open(path, "rb") as fp:
         try:
             ds = read_partial(fp, _at_pixels, force=True)
-            return ReadFile(ds, read_after_pixels(fp, ds, size))
+            read = ReadFile(ds)
+            read_after_pixels(fp, read, size)
         except ParseError:
             raise
         except (EOFError, OSError) as exc:
             raise ParseError(f"file is truncated or corrupt: {_sentence(exc)}") from exc
         except zlib.error as exc:
             raise ParseError(f"the deflated data set cannot be inflated: {exc}") from exc
-        except (InvalidDicomError, ValueError, KeyError, IndexError, TypeError,
-                NotImplementedError, struct.error) as exc:
+        except Exception as exc:  # pydicom raises many kinds on damaged input
             raise ParseError(f"not readable as DICOM: {_sentence(exc)}") from exc
+    return read
 
 
 def _at_pixels(tag: int, vr: str | None, length: int) -> bool:
     return tag in PIXEL_TAGS
 
 
-def read_after_pixels(fp: BinaryIO, ds: FileDataset, size: int) -> list[Dataset]:
+def read_after_pixels(fp: BinaryIO, read: ReadFile, size: int) -> None:
     """Skip each pixel data element (checking it is whole), read what follows.
 
     Reading stopped at a pixel data element when ``fp`` is not at the end of the
     file (a deflated data set is inflated in memory: ``fp`` is then at the end).
     """
+    ds = read.dataset
     implicit, little = data_set_encoding(ds)
-    tails = []
     while fp.tell() < size:
         if not skip_pixel_element(fp, implicit, little, size):
             break
         tail = read_dataset(fp, implicit, little, stop_when=_at_pixels,
                             parent_encoding=ds.original_character_set)
         if len(tail):
-            tails.append(tail)
-    return tails
+            read.after_pixels.append(tail)
 
 
 def data_set_encoding(ds: Dataset) -> tuple[bool, bool]:
@@ -127,9 +134,8 @@ def data_set_encoding(ds: Dataset) -> tuple[bool, bool]:
     pydicom switches to implicit VR when a file claims explicit VR but is not
     (``SC_rgb_jpeg.dcm``); its raw elements know, the file's claim does not.
     """
-    for tag in sorted(ds.keys(), reverse=True):  # the command set (0000) is implicit
-        raw = ds.get_item(tag, keep_deferred=True)
-        if isinstance(raw, RawDataElement):
+    for raw in reversed(list(ds.values())):  # the last elements read
+        if isinstance(raw, RawDataElement) and raw.tag >> 16:  # a command set is implicit
             return raw.is_implicit_VR, raw.is_little_endian
     return ds.original_encoding
 
@@ -194,6 +200,8 @@ def _read_exactly(fp: BinaryIO, count: int, tag: int) -> bytes:
     return data
 
 
-def _sentence(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+def _sentence(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message, not too long for an error row."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
