@@ -16,18 +16,21 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from kombu import Connection, Exchange, Producer, Queue
+from kombu import Connection, Producer, Queue
 
 log = logging.getLogger(__name__)
-
-EXCHANGE = Exchange("sendit", type="direct", durable=True)
 
 
 def job_queue(settings: dict[str, Any]) -> Queue:
     """The durable queue of job messages (``sendit.broker.queue`` names it, so
-    several sendit installations can share one broker)."""
+    several sendit installations can share one broker).
+
+    Messages go through the default exchange, which routes by queue name on
+    every transport; kombu's virtual transports keep exchange bindings in
+    process-wide state, which two embedded brokers in one process would share.
+    """
     name = settings["sendit.broker.queue"]
-    return Queue(name, EXCHANGE, routing_key=name, durable=True)
+    return Queue(name, routing_key=name, durable=True)
 
 
 def connect(settings: dict[str, Any]) -> Connection:
@@ -55,7 +58,7 @@ def publish_jobs(settings: dict[str, Any], job_ids: Iterable[int], connection: C
     own = connection is None
     conn = connection or connect(settings)
     try:
-        producer = Producer(conn.default_channel, exchange=EXCHANGE, serializer="json")
+        producer = Producer(conn.default_channel, serializer="json")
         publish = conn.ensure(producer, producer.publish, max_retries=3)
         queue = job_queue(settings)
         for job_id in job_ids:

@@ -102,7 +102,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from .pipeline import Ingestor, import_now, iter_files, submit, wait_for_batch
+    from .pipeline import Ingestor, import_now, import_parallel, iter_files, submit, wait_for_batch
 
     settings, pm = read_ini(args.ini)
     missing = [p for p in args.paths if not Path(p).exists() and not Path(p).is_symlink()]
@@ -137,24 +137,32 @@ def cmd_import(args: argparse.Namespace) -> int:
         bar.close()
         return _summary(session_factory, submission, started, batch.image_count, batch.error_count)
     processes = args.processes if args.processes is not None else _default_processes()
-    ingestor = Ingestor(settings, pm, session_factory, processes=processes)
     bar = tqdm(total=submission.file_count, unit="file", disable=quiet, desc="importing")
-    ingestor.on_chunk = lambda result, n: bar.update(n)
     try:
-        result = import_now(ingestor, submission)
+        if processes > 1 and len(submission.job_ids) > 1:
+            def advance(done):
+                bar.n = done
+                bar.refresh()
+
+            result = import_parallel(settings, pm, submission, processes, progress=advance)
+        else:
+            ingestor = Ingestor(settings, pm, session_factory)
+            ingestor.on_chunk = lambda chunk_result, n: bar.update(n)
+            result = import_now(ingestor, submission)
+    except RuntimeError as exc:
+        raise CommandError(str(exc)) from None
     finally:
-        ingestor.close()
         bar.close()
     return _summary(session_factory, submission, started, result.imported, result.errors,
                     result.duplicates, result.bytes)
 
 
 def _default_processes() -> int:
-    """Child processes for ``import --now``: one per CPU when there are several."""
+    """Import processes for ``import --now``: one per CPU."""
     import os
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return cpus if cpus > 1 else 0
+    return cpus
 
 
 def _default_batch_name(paths: list[str]) -> str:
@@ -196,7 +204,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings, pm = read_ini(args.ini)
     session_factory = _session_factory(settings)
     _check_schema(session_factory)
-    worker = Worker(settings, pm, session_factory, processes=settings["sendit.worker.processes"])
+    worker = Worker(settings, pm, session_factory)
 
     def stop(signum, frame):
         log.info("signal %s: stopping after the current chunk", signum)
@@ -241,8 +249,8 @@ def build_parser(pm: pluggy.PluginManager) -> argparse.ArgumentParser:
     imp.add_argument("--delete-source", action="store_true",
                      help="delete each file once imported (default: sendit.import.delete_source)")
     imp.add_argument("--processes", type=int, metavar="N",
-                     help="with --now: child processes that parse and store files "
-                          "(default: one per CPU; 0: none)")
+                     help="with --now: import processes working side by side "
+                          "(default: one per CPU)")
     imp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     imp.set_defaults(func=cmd_import)
 

@@ -28,12 +28,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import events
 from .models import (
-    MAX_VALUE_LENGTH, Batch, BatchStatus, FileOutcome, HeaderField, HeaderValue, Image,
+    MAX_VALUE_LENGTH, get_session_factory, Batch, BatchStatus, FileOutcome, HeaderField, HeaderValue, Image,
     IngestError, Job, JobFile, JobStatus, utcnow,
 )
 from .parsing import HeaderElement, ParsedFile, ParseError, parse_file
@@ -216,7 +216,7 @@ class Ingestor:
     MAX_CACHED_FIELDS = 200_000
 
     def __init__(self, settings: dict[str, Any], pm, session_factory: sessionmaker[Session],
-                 identity: str | None = None, processes: int = 0):
+                 identity: str | None = None):
         self.settings = settings
         self.pm = pm
         self.session_factory = session_factory
@@ -229,22 +229,6 @@ class Ingestor:
         self.stop_requested = threading.Event()
         #: called with each chunk's :class:`JobResult` (progress bars)
         self.on_chunk = None
-        #: child processes that read, parse and store files while this one writes
-        self.processes = processes
-        self.pool = None
-        if processes > 0:
-            import multiprocessing
-
-            self.pool = multiprocessing.get_context("fork").Pool(
-                processes, initializer=_init_child,
-                initargs=(pm, _picklable(settings), self.storage_dir, self.max_bytes))
-
-    def close(self) -> None:
-        """Stop the pool's child processes, if any."""
-        if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
-            self.pool = None
 
     # -- jobs
 
@@ -333,22 +317,10 @@ class Ingestor:
         return result
 
     def _prepared_chunks(self, job: Job) -> Iterator[list[Outcome]]:
-        """Pending files, read, parsed and stored: in this process, or by the
-        pool, one chunk ahead of the database work."""
+        """Pending files, read, parsed and stored (no database work yet)."""
         context = PrepareContext.of(self, job.batch_id)
-        chunks = self._pending_chunks(job.id)
-        if self.pool is None:
-            for chunk in chunks:
-                yield [prepare(item, context) for item in chunk]
-            return
-        ahead: deque = deque()
-        for chunk in chunks:
-            ahead.append(self.pool.map_async(_prepare_in_child, [(item, job.batch_id) for item in chunk],
-                                             chunksize=max(1, len(chunk) // (2 * self.processes))))
-            if len(ahead) > 1:
-                yield ahead.popleft().get()
-        while ahead:
-            yield ahead.popleft().get()
+        for chunk in self._pending_chunks(job.id):
+            yield [prepare(item, context) for item in chunk]
 
     def _check_existing(self, batch_id: int, parsed: list[Outcome]) -> None:
         """Same UID already in the batch (or earlier in this chunk): identical
@@ -557,7 +529,7 @@ class Ingestor:
 
 @dataclass(frozen=True)
 class PrepareContext:
-    """What preparing a file needs, in this process or in a pool's child."""
+    """What preparing a file needs."""
 
     pm: Any
     settings: dict[str, Any]
@@ -642,23 +614,6 @@ def _store(item: Outcome, ctx: PrepareContext) -> None:
     item.stored_new = stored is Stored.NEW
 
 
-#: set in each pool child (inherited through fork): (pm, settings, storage_dir, max_bytes)
-_CHILD: tuple | None = None
-
-
-def _init_child(pm, settings, storage_dir, max_bytes) -> None:
-    import signal
-
-    global _CHILD
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    _CHILD = (pm, settings, storage_dir, max_bytes)
-
-
-def _prepare_in_child(args: tuple[Outcome, int]) -> Outcome:
-    item, batch_id = args
-    return prepare(item, PrepareContext(*_CHILD, batch_id))
-
-
 _JOB_FILE = JobFile.__table__
 _SET_OUTCOME = (update(_JOB_FILE).where(_JOB_FILE.c.id == bindparam("b_id"))
                 .values(outcome=bindparam("b_outcome"), image_id=bindparam("b_image")))
@@ -707,25 +662,91 @@ def _last_tag(tag_path: str) -> int:
         return 0
 
 
-def _picklable(settings: dict[str, Any]) -> dict[str, Any]:
-    """Settings without live objects (the engine), for child processes."""
-    return {k: v for k, v in settings.items() if k != "sendit.engine"}
-
-
 def _cut(value: str | None, length: int) -> str | None:
     return value[:length] if value else value
 
 
-def import_now(ingestor: Ingestor, submission: Submission, progress=None) -> JobResult:
+def import_now(ingestor: Ingestor, submission: Submission) -> JobResult:
     """Process a submission's jobs in this process (``sendit import --now``)."""
     total = JobResult()
     for job_id in submission.job_ids:
         result = ingestor.run_job(job_id)
         if result is not None:
             total.add(result)
-            if progress:
-                progress(result)
     return total
+
+
+def import_parallel(settings: dict[str, Any], pm, submission: Submission, processes: int,
+                    progress=None) -> JobResult:
+    """Process a submission's jobs in ``processes`` forked workers, each a whole
+    pipeline (parse, store, write); the database arbitrates who takes which job.
+
+    :param progress: called now and then with the number of files done so far.
+    """
+    import multiprocessing
+
+    engine = settings["sendit.engine"]
+    context = multiprocessing.get_context("fork")
+    children = [context.Process(target=_work_on, args=(settings, pm, submission.job_ids),
+                                name=f"sendit-import-{n}", daemon=True) for n in range(processes)]
+    engine.dispose()  # no pooled connection may cross the fork
+    for child in children:
+        child.start()
+    factory = get_session_factory(engine)
+    try:
+        while any(child.is_alive() for child in children):
+            for child in children:
+                child.join(0.25)
+            if progress:
+                progress(_files_done(factory, submission))
+    except BaseException:
+        for child in children:
+            child.terminate()
+        raise
+    failed = [child.name for child in children if child.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"import process(es) {', '.join(failed)} failed; see the log above")
+    if progress:
+        progress(_files_done(factory, submission))
+    return submission_result(factory, submission)
+
+
+def _work_on(settings: dict[str, Any], pm, job_ids: list[int]) -> None:
+    """A forked import process: take every job nobody else has."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
+    engine = settings["sendit.engine"]
+    engine.dispose(close=False)  # the parent's connections stay the parent's
+    ingestor = Ingestor(settings, pm, get_session_factory(engine))
+    for job_id in job_ids:
+        ingestor.run_job(job_id)
+
+
+def _files_done(factory, submission: Submission) -> int:
+    with factory() as db:
+        return db.scalar(select(func.count()).select_from(JobFile).where(
+            JobFile.job_id.in_(submission.job_ids), JobFile.outcome != FileOutcome.PENDING))
+
+
+def submission_result(factory, submission: Submission) -> JobResult:
+    """What became of a submission's files, counted from the database."""
+    result = JobResult()
+    with factory() as db:
+        rows = db.execute(
+            select(JobFile.outcome, func.count(), func.coalesce(func.sum(Image.size), 0))
+            .outerjoin(Image, Image.id == JobFile.image_id)
+            .where(JobFile.job_id.in_(submission.job_ids))
+            .group_by(JobFile.outcome)
+        ).all()
+    for outcome, count, size in rows:
+        if outcome is FileOutcome.IMPORTED:
+            result.imported, result.bytes = count, int(size)
+        elif outcome is FileOutcome.DUPLICATE:
+            result.duplicates = count
+        elif outcome is FileOutcome.ERROR:
+            result.errors = count
+    return result
 
 
 def wait_for_batch(session_factory, batch_id: int, timeout: float | None = None,

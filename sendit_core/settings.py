@@ -165,9 +165,6 @@ CORE_SETTINGS: tuple[Setting, ...] = (
             "thread: the web process runs a worker; external: run `sendit worker`."),
     Setting("sendit.worker.commit_every", "100", positive(to_int),
             "Files a worker imports per database transaction."),
-    Setting("sendit.worker.processes", "0", to_int,
-            "Child processes each worker uses to read, parse and store files while it "
-            "writes to the database (0: all in the worker's own process)."),
     Setting("sendit.worker.stale_seconds", "60", positive(to_int),
             "A claimed job whose worker has not reported for this long is re-queued."),
     Setting("sendit.worker.sweep_seconds", "30", positive(to_int),

@@ -26,14 +26,14 @@ class Worker:
     """One consumer: processes one job at a time, acknowledging after commit."""
 
     def __init__(self, settings: dict[str, Any], pm, session_factory=None, *,
-                 heartbeat_every: float = 10.0, processes: int = 0):
+                 heartbeat_every: float = 10.0):
         from .models import get_engine
 
         self.settings = settings
         if session_factory is None:
             engine = settings.get("sendit.engine") or get_engine(settings)
             session_factory = get_session_factory(engine)
-        self.ingestor = Ingestor(settings, pm, session_factory, processes=processes)
+        self.ingestor = Ingestor(settings, pm, session_factory)
         self.heartbeat_every = heartbeat_every
         self.stopping = threading.Event()
         self.jobs_done = 0
@@ -76,17 +76,14 @@ class Worker:
         beat.start()
         log.info("worker %s consuming from %s", self.identity,
                  connect(self.settings).as_uri())
-        try:
-            while not self.stopping.is_set():
-                try:
-                    self._consume()
-                except Exception as exc:  # noqa: BLE001 - broker trouble: wait and reconnect
-                    if self.stopping.is_set():
-                        break
-                    log.warning("broker connection lost (%s); reconnecting in 2 s", exc)
-                    self.stopping.wait(2)
-        finally:
-            self.ingestor.close()
+        while not self.stopping.is_set():
+            try:
+                self._consume()
+            except Exception as exc:  # noqa: BLE001 - broker trouble: wait and reconnect
+                if self.stopping.is_set():
+                    break
+                log.warning("broker connection lost (%s); reconnecting in 2 s", exc)
+                self.stopping.wait(2)
 
     def _consume(self) -> None:
         sweep_every = self.settings["sendit.worker.sweep_seconds"]

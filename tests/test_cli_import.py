@@ -107,3 +107,16 @@ def test_an_uninitialised_database_says_what_to_do(tmp_path, folder):
                                             "sendit.lockdown.password": "pw"})
     out = run("import", ini, folder, "--now")
     assert out.returncode == 1 and "run 'sendit initdb INI' first" in out.stderr
+
+
+def test_parallel_import_processes_share_the_jobs(make_app, make_settings, folder, tmp_path):
+    overrides = {"sendit.import.job_size": "2", "sendit.worker.commit_every": "1"}
+    app = make_app(builtins=(), plugins=[sendit_example], settings=overrides)
+    ini = write_ini(tmp_path / "app.ini", make_settings(overrides))
+    (folder / "junk.bin").write_bytes(b"\x00" * 10)
+    out = run("import", ini, folder, "--now", "--processes", 3)
+    assert out.returncode == 3, out.stderr
+    assert "imported 6, duplicates 0, errors 1" in out.stdout
+    with app.registry["dbsession_factory"]() as db:
+        (batch,) = db.scalars(select(Batch)).all()
+        assert (batch.image_count, batch.error_count, batch.status) == (6, 1, BatchStatus.DONE)
