@@ -352,8 +352,7 @@ class Ingestor:
         if identical:
             item.outcome, item.parsed = FileOutcome.DUPLICATE, None
         else:
-            item.fail("store", f"a different file with SOP Instance UID {uid} is already in "
-                               f"this batch; this one was not imported")
+            item.fail("store", conflict_message(uid))
 
     def _ensure_fields(self, items: list[Outcome]) -> None:
         """Give every header path a field id, inserting new ones in their own transaction."""
@@ -527,6 +526,11 @@ class Ingestor:
             db.commit()
 
 
+def conflict_message(uid: str) -> str:
+    return (f"a different file with SOP Instance UID {uid} is already in this batch; "
+            f"this one was not imported")
+
+
 @dataclass(frozen=True)
 class PrepareContext:
     """What preparing a file needs."""
@@ -609,8 +613,7 @@ def _store(item: Outcome, ctx: PrepareContext) -> None:
         item.fail("store", f"cannot store the file: {exc.strerror or exc}")
         return
     if stored is Stored.CONFLICT:
-        item.fail("store", f"a different file with SOP Instance UID "
-                           f"{item.parsed.sop_instance_uid} is already stored for this batch")
+        item.fail("store", conflict_message(item.parsed.sop_instance_uid))
     item.stored_new = stored is Stored.NEW
 
 
