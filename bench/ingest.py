@@ -44,7 +44,7 @@ def corpus(root: Path, name: str, files: int) -> Path:
 
     spec = dict(CORPORA[name], files=files)
     folder = root / f"{name}-{files}-{spec['rows']}"
-    done = folder / ".complete"
+    done = root / f"{folder.name}.complete"  # outside the folder: it is imported whole
     if not done.exists():
         shutil.rmtree(folder, ignore_errors=True)
         started = time.monotonic()
