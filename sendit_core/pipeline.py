@@ -497,9 +497,10 @@ class Ingestor:
 
     # -- recovery
 
-    def sweep(self) -> list[int]:
-        """Re-queue jobs whose worker died or went silent, and jobs whose message
-        may be lost; returns the job ids to publish again."""
+    def sweep(self, include_queued: bool = True) -> list[int]:
+        """Re-queue jobs whose worker died or went silent; returns the job ids to
+        publish again: those, and (``include_queued``) every queued job, whose
+        message may have been lost."""
         now = utcnow()
         stale = now - timedelta(seconds=self.settings["sendit.worker.stale_seconds"])
         with self.session_factory() as db:
@@ -511,7 +512,7 @@ class Ingestor:
                 db.execute(update(Job).where(Job.id.in_(dead), Job.status == JobStatus.CLAIMED)
                            .values(status=JobStatus.QUEUED, claimed_by=None))
             queued = db.scalars(select(Job.id).where(Job.status == JobStatus.QUEUED)
-                                .order_by(Job.id)).all()
+                                .order_by(Job.id)).all() if include_queued else sorted(dead)
             db.commit()
         if dead:
             log.warning("re-queued %d job(s) whose worker stopped: %s", len(dead), dead)

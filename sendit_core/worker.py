@@ -37,21 +37,24 @@ class Worker:
         self.heartbeat_every = heartbeat_every
         self.stopping = threading.Event()
         self.jobs_done = 0
+        self.last_message = 0.0  # monotonic time of the last message received
 
     @property
     def identity(self) -> str:
         return self.ingestor.identity
 
-    def sweep_and_publish(self, connection=None) -> int:
-        """Recovery: re-queue dead workers' jobs and re-publish queued ones."""
+    def sweep_and_publish(self, connection=None, include_queued: bool = True) -> int:
+        """Recovery: re-queue dead workers' jobs and publish them again; with
+        ``include_queued``, publish every queued job too (lost messages)."""
         try:
-            job_ids = self.ingestor.sweep()
+            job_ids = self.ingestor.sweep(include_queued)
         except Exception:  # noqa: BLE001 - the database may be away; try later
             log.exception("recovery sweep failed")
             return 0
         return publish_jobs(self.settings, job_ids, connection)
 
     def on_message(self, body, message) -> None:
+        self.last_message = time.monotonic()
         job_id = body.get("job_id") if isinstance(body, dict) else None
         if not isinstance(job_id, int):
             log.warning("ignoring a malformed job message: %r", body)
@@ -98,9 +101,12 @@ class Worker:
                         conn.drain_events(timeout=0.5)
                     except (socket.timeout, TimeoutError):
                         pass
-                    if time.monotonic() >= next_sweep:
-                        self.sweep_and_publish(conn)
-                        next_sweep = time.monotonic() + sweep_every
+                    now = time.monotonic()
+                    if now >= next_sweep:
+                        # queued jobs can only have lost their message if we sat idle
+                        idle = now - self.last_message >= sweep_every
+                        self.sweep_and_publish(conn, include_queued=idle)
+                        next_sweep = now + sweep_every
 
     def _heartbeat_loop(self) -> None:
         while not self.stopping.wait(self.heartbeat_every):

@@ -336,3 +336,18 @@ def test_no_worker_thread_with_external_workers(make_settings, tmp_path):
 
     app = main({"here": str(tmp_path)}, **make_settings({"sendit.worker": "external"}))
     assert "sendit.worker" not in app.registry
+
+
+def test_sweep_without_queued_jobs_only_returns_the_requeued(app, factory, tmp_path):
+    for i in range(8):
+        example_file(tmp_path / "in", f"{i}.ex", f"1.{i}")
+    submission = submit(factory, app.settings, iter_files([tmp_path / "in"]), publish=False)
+    dead_job = submission.job_ids[0]
+    with factory() as db:
+        db.get(Job, dead_job).status = JobStatus.CLAIMED
+        db.get(Job, dead_job).claimed_by = f"{os.uname().nodename}:999999:abc"
+        db.commit()
+    ingestor = Ingestor(app.settings, app.pm, factory)
+    assert ingestor.sweep(include_queued=False) == [dead_job]
+    assert ingestor.sweep(include_queued=False) == []
+    assert ingestor.sweep() == submission.job_ids
