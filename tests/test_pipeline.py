@@ -351,3 +351,21 @@ def test_sweep_without_queued_jobs_only_returns_the_requeued(app, factory, tmp_p
     assert ingestor.sweep(include_queued=False) == [dead_job]
     assert ingestor.sweep(include_queued=False) == []
     assert ingestor.sweep() == submission.job_ids
+
+
+def test_storage_copies_through_user_space_when_the_kernel_cannot(tmp_path, monkeypatch):
+    from sendit_core import storage
+
+    def refuse(*args):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(storage.os, "copy_file_range", refuse)
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(3 * 2**20 + 17))
+    assert storage.store_file(source, tmp_path / "store", "1/a.dcm") is storage.Stored.NEW
+    assert (tmp_path / "store" / "1" / "a.dcm").read_bytes() == source.read_bytes()
+    assert storage.store_file(source, tmp_path / "store", "1/a.dcm") is storage.Stored.IDENTICAL
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"different")
+    assert storage.store_file(other, tmp_path / "store", "1/a.dcm") is storage.Stored.CONFLICT
+    assert [p.name for p in (tmp_path / "store" / "1").iterdir()] == ["a.dcm"]
