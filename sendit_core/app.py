@@ -58,6 +58,9 @@ def main(global_config: dict[str, Any], **raw_settings: Any):
 
 def create_app(settings: dict[str, Any], pm: pluggy.PluginManager):
     """Build the WSGI app from converted settings and a plugin manager."""
+    if settings.get("sendit._ephemeral_secret"):
+        log.warning("sendit.session.secret is empty: using a random one, so browser "
+                    "sessions end when the server restarts")
     for key in ("sendit.var_dir", "sendit.data_dir", "sendit.storage_dir"):
         Path(settings[key]).mkdir(parents=True, exist_ok=True)
     with Configurator(settings=settings) as config:

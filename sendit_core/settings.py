@@ -282,12 +282,9 @@ def _check_core(s: dict[str, Any]) -> list[str]:
                 f"sendit.session.secret: is empty; production needs a random secret of "
                 f"at least {MIN_SECRET_LENGTH} characters"
             )
-        else:
-            log.warning(
-                "sendit.session.secret is empty: using a random one, so browser "
-                "sessions end when the server restarts"
-            )
+        else:  # the web app warns about it; commands need no sessions
             s["sendit.session.secret"] = secrets.token_urlsafe(48)
+            s["sendit._ephemeral_secret"] = True
     elif production and len(secret) < MIN_SECRET_LENGTH:
         problems.append(
             f"sendit.session.secret: is {len(secret)} characters long; production "

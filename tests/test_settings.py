@@ -81,12 +81,16 @@ def test_placeholder_or_missing_secrets_refuse_to_start(raw, message):
     assert message in str(info.value)
 
 
-def test_empty_secret_in_development_gets_a_random_one_with_a_warning(caplog):
-    with caplog.at_level(logging.WARNING):
-        a = load({"sendit.session.secret": ""})
-        b = load({"sendit.session.secret": ""})
+def test_empty_secret_in_development_gets_a_random_one():
+    a = load({"sendit.session.secret": ""})
+    b = load({"sendit.session.secret": ""})
     assert len(a["sendit.session.secret"]) >= 32
     assert a["sendit.session.secret"] != b["sendit.session.secret"]
+
+
+def test_the_web_app_warns_about_a_random_secret(make_app, caplog):
+    with caplog.at_level(logging.WARNING):
+        make_app(settings={"sendit.session.secret": ""})
     assert "sessions end when the server restarts" in caplog.text
 
 
