@@ -101,7 +101,9 @@ def upgrade() -> None:
         batch_op.create_index('ix_header_value_field_num', ['field_id', 'value_num'], unique=False,
                               sqlite_where=sa.text('value_num IS NOT NULL'),
                               postgresql_where=sa.text('value_num IS NOT NULL'))
-        batch_op.create_index('ix_header_value_field_text', ['field_id', 'value_text'], unique=False)
+        batch_op.create_index('ix_header_value_field_text', ['field_id', 'value_text'], unique=False,
+                              sqlite_where=sa.text('value_num IS NULL'),
+                              postgresql_where=sa.text('value_num IS NULL'))
 
 
 
