@@ -1,9 +1,13 @@
 """Per-file parse time of the pydicom parser plugin.
 
-Times ``sendit_pydicom.parse`` on a generated CT-like file (512 x 512 int16
-pixels, about 80 header elements, a few sequences and private tags) and on
-pydicom's ``CT_small.dcm``, next to a bare ``pydicom.dcmread`` without pixel
-data for scale. Prints the mean and the 95th percentile per file.
+Times ``sendit_pydicom.parse`` (the fast reader, which takes these files) and
+the pydicom path alone (``parse_with_pydicom``, what every file took before
+the fast reader, and still takes when the fast reader leaves it) on a
+generated CT-like file (512 x 512 int16 pixels, about 80 header elements, a
+few sequences and private tags), on a generated 64 x 64 file (the ingest
+benchmark's size) and on pydicom's ``CT_small.dcm``, next to a bare
+``pydicom.dcmread`` without pixel data for scale. Prints the mean and the 95th
+percentile per file.
 
     .venv/bin/python bench/parse.py [--runs 500]
 """
@@ -22,6 +26,7 @@ from pydicom.data import get_testdata_file
 
 from sendit_core.synth import SeriesSpec, write_series
 from sendit_pydicom import parse
+from sendit_pydicom.parser import parse_with_pydicom
 
 
 def timings(func: Callable[[Path], object], path: Path, runs: int) -> list[float]:
@@ -49,8 +54,10 @@ def bare_pydicom(path: Path) -> object:
 
 def bench_file(name: str, path: Path, runs: int) -> None:
     parsed = parse(path)
+    assert parsed == parse_with_pydicom(path), "the two paths disagree"
     print(f"{name}: {path.stat().st_size / 1024:.0f} KiB, {len(parsed.elements)} rows")
-    report("sendit_pydicom.parse", timings(parse, path, runs))
+    report("sendit_pydicom.parse (fast reader)", timings(parse, path, runs))
+    report("parse_with_pydicom (pydicom path)", timings(parse_with_pydicom, path, runs))
     report("pydicom.dcmread (no pixels) alone", timings(bare_pydicom, path, runs))
 
 
@@ -60,8 +67,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")  # pydicom's warnings about odd test files
     with tempfile.TemporaryDirectory() as tmp:
-        (ct,) = write_series(Path(tmp), SeriesSpec(slices=1, rows=512, columns=512))
+        (ct,) = write_series(Path(tmp) / "ct", SeriesSpec(slices=1, rows=512, columns=512))
         bench_file("generated CT 512x512", ct, args.runs)
+        (small,) = write_series(Path(tmp) / "small", SeriesSpec(slices=1, rows=64, columns=64))
+        bench_file("generated 64x64", small, args.runs)
     bench_file("CT_small.dcm", Path(get_testdata_file("CT_small.dcm")), args.runs)
 
 

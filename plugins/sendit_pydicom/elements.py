@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from pydicom.charset import decode_bytes
-from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.datadict import DicomDictionary, dictionary_VR, keyword_for_tag
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -80,6 +80,12 @@ _names: dict[int, tuple[str, str]] = {}
 _public_vrs: dict[int, str | None] = {}
 
 
+def _known_names() -> dict[int, tuple[str, str]]:
+    """:func:`tag_names` of every tag of the DICOM dictionary, computed once."""
+    return {tag: (f"{tag:08X}", ("" if tag >> 16 & 1 else entry[4]) or tag_text(tag))
+            for tag, entry in DicomDictionary.items()}
+
+
 def tag_names(tag: int) -> tuple[str, str]:
     """Return ``(8 hex digits, keyword or tag text)`` for ``tag`` (memoised)."""
     names = _names.get(tag)
@@ -87,6 +93,9 @@ def tag_names(tag: int) -> tuple[str, str]:
         keyword = "" if tag >> 16 & 1 else keyword_for_tag(tag)
         names = _names[tag] = (f"{tag:08X}", keyword or tag_text(tag))
     return names
+
+
+_names.update(_known_names())
 
 
 def public_vr(tag: int) -> str | None:
@@ -118,24 +127,24 @@ class Flattener:
         encodings = ds.original_character_set or "iso8859"
         if isinstance(encodings, str):
             encodings = [encodings]
-        level = _Level(ds, encodings, tag_path, kw_path, item)
+        level = DatasetLevel(ds, encodings, tag_path, kw_path, item)
         # file order; raw elements, not converted (plain ints: BaseTag compares slowly)
         for tag, raw in list(ds.items()):
             tag = int(tag)
             if not is_bulk(tag):
                 self._add_element(level, tag, raw)
 
-    def _add_element(self, level: "_Level", tag: int, raw: object) -> None:
+    def _add_element(self, level: "DatasetLevel", tag: int, raw: object) -> None:
         if isinstance(raw, RawDataElement):
             check_complete(raw)
             vr = raw.VR or public_vr(tag)
             values = decode_raw(vr, raw, level.encodings) if vr in FAST_VRS else None
             if values is not None:
-                self._add_values(level, tag, vr, values)
+                self.add_values(level, tag, vr, values)
                 return
         self._add_converted(level, tag)
 
-    def _add_converted(self, level: "_Level", tag: int) -> None:
+    def _add_converted(self, level: "DatasetLevel", tag: int) -> None:
         """Slow path: let pydicom convert the element (VR lookup, ambiguity)."""
         try:
             elem = level.ds[tag]
@@ -146,7 +155,7 @@ class Flattener:
                                  f"{str(exc).strip() or type(exc).__name__}") from exc
             values = undecodable(raw)
             if values:
-                self._add_values(level, tag, raw.VR, values)
+                self.add_values(level, tag, raw.VR, values)
             return
         vr = elem.VR
         if vr == "SQ":
@@ -158,18 +167,26 @@ class Flattener:
         if len(vr) > 2:  # still ambiguous ("US or SS"): keep the first choice
             vr = vr[:2]
         values = list(value) if isinstance(value, (MultiValue, list, tuple)) else [value]
-        self._add_values(level, tag, vr, [format_value(vr, v) for v in values])
+        self.add_values(level, tag, vr, [format_value(vr, v) for v in values])
 
-    def _add_sequence(self, level: "_Level", tag: int, items: Sequence) -> None:
-        tag_path, kw_path, creator = level.paths(tag)
-        self.rows.append(HeaderElement(tag_path, kw_path, "SQ", None, float(len(items)),
-                                       level.item, 0, creator))
-        prefix = f"{level.item}." if level.item else ""
+    def _add_sequence(self, level: "DatasetLevel", tag: int, items: Sequence) -> None:
+        row = self.add_sequence_row(level, tag)
+        row.value_num = float(len(items))
         for index, child in enumerate(items):
-            self.add_dataset(child, tag_path, kw_path, f"{prefix}{index}")
+            self.add_dataset(child, row.tag_path, row.keyword_path,
+                             level.item_name(index))
 
-    def _add_values(self, level: "_Level", tag: int, vr: str,
-                    values: list[tuple[str | None, float | None]]) -> None:
+    def add_sequence_row(self, level: "Level", tag: int) -> HeaderElement:
+        """Add the row of sequence ``tag`` (its ``value_num``, the item count, is
+        left for the caller to set) and return it."""
+        tag_path, kw_path, creator = level.paths(tag)
+        row = HeaderElement(tag_path, kw_path, "SQ", None, None, level.item, 0, creator)
+        self.rows.append(row)
+        return row
+
+    def add_values(self, level: "Level", tag: int, vr: str,
+                   values: list[tuple[str | None, float | None]]) -> None:
+        """Add one row per value of element ``tag`` (at most ``max_values``)."""
         tag_path, kw_path, creator = level.paths(tag)
         item = level.item
         if len(values) < 2:  # the common case: one value (or an empty element)
@@ -182,17 +199,24 @@ class Flattener:
         )
 
 
-class _Level:
-    """One dataset being flattened: its paths, item and private creators."""
+class Level:
+    """One dataset being flattened: its paths, item and private creators.
 
-    __slots__ = ("ds", "encodings", "tag_path", "kw_path", "item", "_creators")
+    Subclasses say where a private creator's value comes from
+    (:meth:`_read_creator`).
+    """
 
-    def __init__(self, ds: Dataset, encodings: list[str], tag_path: str, kw_path: str,
-                 item: str):
-        self.ds, self.encodings, self.item = ds, encodings, item
+    __slots__ = ("encodings", "tag_path", "kw_path", "item", "_creators")
+
+    def __init__(self, encodings: list[str], tag_path: str, kw_path: str, item: str):
+        self.encodings, self.item = encodings, item
         self.tag_path = f"{tag_path}." if tag_path else ""
         self.kw_path = f"{kw_path}." if kw_path else ""
         self._creators: dict[int, str | None] = {}
+
+    def item_name(self, index: int) -> str:
+        """The ``item`` of item ``index`` of a sequence at this level (``"0.2"``)."""
+        return f"{self.item}.{index}" if self.item else str(index)
 
     def paths(self, tag: int) -> tuple[str, str, str | None]:
         """Tag path, keyword path and private creator of ``tag`` at this level."""
@@ -211,14 +235,32 @@ class _Level:
         return self._creators[creator_tag]
 
     def _read_creator(self, creator_tag: int) -> str | None:
+        raise NotImplementedError
+
+
+class DatasetLevel(Level):
+    """A level read by pydicom: private creators come from its dataset."""
+
+    __slots__ = ("ds",)
+
+    def __init__(self, ds: Dataset, encodings: list[str], tag_path: str, kw_path: str,
+                 item: str):
+        super().__init__(encodings, tag_path, kw_path, item)
+        self.ds = ds
+
+    def _read_creator(self, creator_tag: int) -> str | None:
         raw = self.ds.get_item(creator_tag)
         if raw is None:
             return None
-        value = raw.value
-        if isinstance(value, (bytes, bytearray)):
-            value = decode_bytes(bytes(value), self.encodings, TEXT_VR_DELIMS)
-        text = str(value).strip("\0 ") if value is not None else ""
-        return text[:64] or None
+        return creator_text(raw.value, self.encodings)
+
+
+def creator_text(value: object, encodings: list[str]) -> str | None:
+    """A private creator as indexed: decoded, stripped, at most 64 characters."""
+    if isinstance(value, (bytes, bytearray)):
+        value = decode_bytes(bytes(value), encodings, TEXT_VR_DELIMS)
+    text = str(value).strip("\0 ") if value is not None else ""
+    return text[:64] or None
 
 
 def check_complete(raw: RawDataElement) -> None:
@@ -241,45 +283,54 @@ def decode_raw(vr: str, raw: RawDataElement, encodings: list[str]) -> list | Non
     :returns: the ``(value_text, value_num)`` pairs, or ``None`` when the value
         is malformed and pydicom should have a go at it.
     """
-    data = raw.value
+    return decode_value(vr, raw.value, raw.is_little_endian, encodings)
+
+
+def decode_value(vr: str, data: bytes | None, little: bool, encodings: list[str]) -> list | None:
+    """Decode the bytes of a value of common VR ``vr`` (one of :data:`FAST_VRS`).
+
+    :returns: the ``(value_text, value_num)`` pairs, or ``None`` when the value
+        is malformed and pydicom should have a go at it.
+    """
     if not data:
         return []
     if vr in BINARY_NUMBERS:
-        return _binary_numbers(vr, data, raw.is_little_endian)
+        return _binary_numbers(vr, data, little)
     if vr == "AT":
-        return _tags(data, raw.is_little_endian)
+        return _tags(data, little)
     if vr == "PN":
         names = convert_PN(data, encodings)
         names = names if isinstance(names, MultiValue) else [names]
         return [(_clip(str(name).rstrip("\0 ")), None) for name in names]
-    if vr in ASCII_MULTI or vr == "UR":
-        text = data.decode("latin-1")
-    else:
-        text = decode_bytes(data, encodings, TEXT_VR_DELIMS)
-    if vr in CHARSET_SINGLE or vr == "UR":
-        return [(_clip(text.rstrip("\0 ")) or None, None)]
-    strip_both = vr in STRIP_BOTH
-    numeric = vr in NUMERIC_VRS
-    out = []
-    for part in text.split("\\"):
-        part = part.strip("\0 ") if strip_both else part.rstrip("\0 ")
-        out.append((_clip(part) or None, _number(vr, part) if numeric and part else None))
-    return out
-
-
-FAST_VRS = frozenset({*ASCII_MULTI, *CHARSET_MULTI, *CHARSET_SINGLE, *BINARY_NUMBERS,
-                      "AT", "PN", "UR"})
+    return _TEXT_DECODERS[vr](data, encodings)
 
 
 def _binary_numbers(vr: str, data: bytes, little: bool) -> list | None:
+    return _BINARY_DECODERS[vr, little](data, None)
+
+
+def _binary_decoder(vr: str, little: bool) -> Callable[[bytes, object], list | None]:
+    """The decoder of the (non-empty) values of binary numeric VR ``vr``:
+    ``None`` when their size is no multiple of the number size."""
     code, size = BINARY_NUMBERS[vr]
-    count, extra = divmod(len(data), size)
-    if extra:
-        return None
-    numbers = struct.unpack(f"{'<' if little else '>'}{count}{code}", data)
-    if code in "fd":
-        return [format_value(vr, number) for number in numbers]
-    return [(str(number), float(number)) for number in numbers]
+    order = "<" if little else ">"
+    unpack_one = struct.Struct(order + code).unpack
+    floating = code in "fd"
+
+    def decode(data: bytes, encodings: object) -> list | None:
+        count, extra = divmod(len(data), size)
+        if extra:
+            return None
+        numbers = unpack_one(data) if count == 1 else struct.unpack(f"{order}{count}{code}", data)
+        if floating:
+            return [format_value(vr, number) for number in numbers]
+        return [(str(number), float(number)) for number in numbers]
+
+    return decode
+
+
+_BINARY_DECODERS = {(vr, little): _binary_decoder(vr, little)
+                    for vr in BINARY_NUMBERS for little in (True, False)}
 
 
 def _tags(data: bytes, little: bool) -> list:
@@ -323,13 +374,17 @@ def _clip(text: str) -> str:
 def _number(vr: str, text: str) -> float | None:
     """The number behind a value, for range searches (``None`` if it has none)."""
     try:
-        if vr == "DA":
-            return _date_number(text)
-        if vr == "TM":
-            return _time_number(text)
-        number = float(text)
+        return _NUMBER_PARSERS.get(vr, _finite_float)(text)
     except ValueError:
         return None
+
+
+def _finite_float(text: str) -> float | None:
+    """A DS, IS or binary number; ``None`` for infinities and NaN.
+
+    :raises ValueError: when ``text`` is no number.
+    """
+    number = float(text)
     return number if math.isfinite(number) else None
 
 
@@ -347,6 +402,60 @@ def _time_number(text: str) -> float | None:
     if fraction and not fraction.isdigit():
         return None
     return float(whole.ljust(6, "0") + ("." + fraction if fraction else ""))
+
+
+#: How :func:`_number` reads a value, by VR (others: :func:`_finite_float`).
+_NUMBER_PARSERS = {"DA": _date_number, "TM": _time_number}
+
+
+def _text_decoder(vr: str) -> Callable[[bytes, list[str]], list]:
+    """The decoder of the (non-empty) values of text VR ``vr``.
+
+    (``text[:MAX_VALUE_LENGTH]`` is :func:`_clip`, inlined: this runs for
+    nearly every element of every file.)
+    """
+    default_repertoire = vr in ASCII_MULTI or vr == "UR"
+    strip = str.strip if vr in STRIP_BOTH else str.rstrip
+    number = _NUMBER_PARSERS.get(vr, _finite_float) if vr in NUMERIC_VRS else None
+
+    def decode_single(data: bytes, encodings: list[str]) -> list:
+        if default_repertoire:
+            text = data.decode("latin-1")
+        else:
+            text = decode_bytes(data, encodings, TEXT_VR_DELIMS)
+        return [(text.rstrip("\0 ")[:MAX_VALUE_LENGTH] or None, None)]
+
+    def decode(data: bytes, encodings: list[str]) -> list:
+        if default_repertoire:
+            text = data.decode("latin-1")
+        else:
+            text = decode_bytes(data, encodings, TEXT_VR_DELIMS)
+        out = []
+        for part in text.split("\\") if "\\" in text else (text,):
+            part = strip(part, "\0 ")
+            num = None
+            if number is not None and part:
+                try:
+                    num = number(part)
+                except ValueError:
+                    pass
+            out.append((part[:MAX_VALUE_LENGTH] or None, num))
+        return out
+
+    return decode_single if vr in CHARSET_SINGLE or vr == "UR" else decode
+
+
+_TEXT_DECODERS = {vr: _text_decoder(vr) for vr in (*ASCII_MULTI, *CHARSET_MULTI,
+                                                    *CHARSET_SINGLE, "UR")}
+FAST_VRS = frozenset({*_TEXT_DECODERS, *BINARY_NUMBERS, "AT", "PN"})
+
+
+def value_decoder(vr: str) -> Callable[[bytes, list[str]], list | None]:
+    """:func:`decode_value` for the non-empty little endian values of ``vr``."""
+    decoder = _TEXT_DECODERS.get(vr) or _BINARY_DECODERS.get((vr, True))
+    if decoder is not None:
+        return decoder
+    return lambda data, encodings: decode_value(vr, data, True, encodings)
 
 
 def flatten(datasets: Iterable[Dataset], max_values: int) -> list[HeaderElement]:

@@ -14,6 +14,7 @@ from pydicom.uid import (
 from sendit_core.parsing import HeaderElement, ParsedFile, ParseError
 
 from .elements import flatten
+from .fast import read_rows
 from .reader import data_set_encoding, has_preamble, looks_like_dicom, read_file, read_head
 
 PARSER_NAME = "sendit_pydicom"
@@ -22,6 +23,7 @@ MB = 1024 * 1024
 MAX_POSITIONS = 32767
 
 SOP_INSTANCE_UID = "00080018"
+TRANSFER_SYNTAX_UID = "00020010"
 SOP_INSTANCE_UID_TAG = 0x00080018
 IMAGE_FIELDS = {
     "00080016": "sop_class_uid",
@@ -42,11 +44,25 @@ TRANSFER_SYNTAXES = {
 def parse(path: Path, *, max_file_mb: int = 2048, max_values: int = 1024) -> ParsedFile | None:
     """Parse ``path``; ``None`` when it is not DICOM.
 
+    The fast reader (:mod:`sendit_pydicom.fast`) has the first go; whatever it
+    does not vouch for is read by pydicom (:func:`parse_with_pydicom`), which
+    gives the same rows.
+
     :param max_file_mb: larger files are rejected before being read.
     :param max_values: values indexed per multi-valued element.
     :raises ParseError: for DICOM files that are empty, too large, truncated,
         unreadable or without a SOP Instance UID.
     """
+    rows = read_rows(path, max_file_mb * MB, min(max_values, MAX_POSITIONS))
+    parsed = parsed_from_rows(rows) if rows is not None else None
+    if parsed is not None:
+        return parsed
+    return parse_with_pydicom(path, max_file_mb=max_file_mb, max_values=max_values)
+
+
+def parse_with_pydicom(path: Path, *, max_file_mb: int = 2048,
+                       max_values: int = 1024) -> ParsedFile | None:
+    """:func:`parse` with pydicom only (the reference the fast reader matches)."""
     size = _size(path)
     head = _head(path)
     if not looks_like_dicom(head):
@@ -88,17 +104,37 @@ def _plausible(ds: Dataset) -> bool:
 
 def build_parsed_file(ds: FileDataset, elements: list[HeaderElement]) -> ParsedFile:
     """The image record: its identifying fields, taken from the top-level rows."""
-    top = {row.tag_path: row.value_text for row in elements
-           if not row.item and not row.position and row.value_text is not None}
+    top = _top_values(elements)
     uid = top.get(SOP_INSTANCE_UID)
     if not uid:
         raise ParseError(f"no SOP Instance UID (0008,0018): {_why_no_uid(ds)}")
+    return _image_record(uid, top.get(TRANSFER_SYNTAX_UID) or _read_syntax(ds), top, elements)
+
+
+def parsed_from_rows(elements: list[HeaderElement]) -> ParsedFile | None:
+    """:func:`build_parsed_file` without a dataset: ``None`` when the rows lack
+    the SOP Instance UID or the transfer syntax (pydicom's path explains why)."""
+    top = _top_values(elements)
+    uid, syntax = top.get(SOP_INSTANCE_UID), top.get(TRANSFER_SYNTAX_UID)
+    if not uid or not syntax:
+        return None
+    return _image_record(uid, syntax, top, elements)
+
+
+def _top_values(elements: list[HeaderElement]) -> dict[str, str]:
+    """The first value of each top-level element, by tag path."""
+    return {row.tag_path: row.value_text for row in elements
+            if not row.item and not row.position and row.value_text is not None}
+
+
+def _image_record(uid: str, syntax: str | None, top: dict[str, str],
+                  elements: list[HeaderElement]) -> ParsedFile:
     fields = {name: top.get(tag) for tag, name in IMAGE_FIELDS.items()}
     fields["sop_class_uid"] = fields["sop_class_uid"] or top.get("00020002")
     fields["instance_number"] = _integer(fields["instance_number"])
     return ParsedFile(
         sop_instance_uid=uid,
-        transfer_syntax_uid=top.get("00020010") or _read_syntax(ds),
+        transfer_syntax_uid=syntax,
         elements=elements,
         parser=PARSER_NAME,
         **fields,

@@ -161,19 +161,27 @@ def skip_pixel_element(fp: BinaryIO, implicit: bool, little: bool, size: int) ->
     else:
         (length,) = struct.unpack(order + "H", header[6:])
     if length == UNDEFINED_LENGTH:
-        _skip_fragments(fp, order, size, tag)
+        skip_fragments(fp, order, size, tag)
         return True
-    end = fp.tell() + length
-    if end > size:
-        raise ParseError(
-            f"file is truncated: {tag_text(tag)} Pixel Data at byte {start} needs "
-            f"{length} bytes but the file ends {size - fp.tell()} bytes later"
-        )
-    fp.seek(end)
+    fp.seek(pixel_value_end(tag, start, fp.tell(), length, size))
     return True
 
 
-def _skip_fragments(fp: BinaryIO, order: str, size: int, tag: int) -> None:
+def pixel_value_end(tag: int, start: int, value_at: int, length: int, size: int) -> int:
+    """Where the pixel data element starting at byte ``start`` ends.
+
+    :raises ParseError: when the file ends inside its value.
+    """
+    end = value_at + length
+    if end > size:
+        raise ParseError(
+            f"file is truncated: {tag_text(tag)} Pixel Data at byte {start} needs "
+            f"{length} bytes but the file ends {size - value_at} bytes later"
+        )
+    return end
+
+
+def skip_fragments(fp: BinaryIO, order: str, size: int, tag: int) -> None:
     """Seek past the items of encapsulated pixel data and its delimiter."""
     while True:
         group, element, length = struct.unpack(order + "HHL", _read_exactly(fp, 8, tag))
