@@ -102,9 +102,11 @@ def sendit_nav_items(request: Request) -> list[NavItem] | None:
 def sendit_dashboard_panels(request: Request) -> list[Panel] | None:
     """Contribute panels to the dashboard.
 
-    Called each time the dashboard is rendered or refreshed. Panels with
-    ``slot="actions"`` appear as buttons at the top left, the others beside
-    the batches table.
+    Called each time the dashboard is rendered or refreshed in place (every
+    ``sendit.dashboard.refresh_seconds``), so keep it cheap. Panels with
+    ``slot="actions"`` appear as buttons at the top left (not refreshed);
+    ``slot="side"`` panels beside the batches table, ``slot="main"`` ones
+    above it, both re-rendered on every refresh.
 
     :param request: the current request.
     :returns: a list of :class:`sendit_core.ui.Panel`.

@@ -1,110 +1,67 @@
-"""Dashboard, batch, image and settings pages."""
+"""Routes, assets and what every page of the plugin shares.
+
+The pages live in their own modules (:mod:`.dashboard`, :mod:`.batches`,
+:mod:`.errors`, :mod:`.settings_page`). A page that refreshes in place renders
+its whole template normally and only its live fragment for ``?partial=1``,
+which is what ``static/live.js`` fetches.
+"""
 from __future__ import annotations
 
-import sys
-from importlib import metadata
-
 from pyramid.httpexceptions import HTTPNotFound
-from pyramid.view import view_config
-from sqlalchemy import func, select
 
-from sendit_core.ingest import ingest_sources
-from sendit_core.models import Batch, HeaderField, HeaderValue, Image, IngestError
-from sendit_core.plugins import plugin_info
-from sendit_core.settings import masked_settings
 from sendit_core.ui import collect
 
-LIBRARIES = ("pyramid", "pluggy", "pydicom", "SQLAlchemy", "kombu", "waitress", "watchdog", "cornice")
+from .formatting import FILTERS
+
+TEMPLATES = "sendit_dashboard:templates/"
 
 
-def _panels(request, hook_name, **kwargs):
+def panels(request, hook_name: str, **kwargs) -> dict[str, list]:
+    """A panel hook's results by slot: ``actions``, ``side`` and ``main``."""
     pm = request.registry["sendit.pm"]
-    return collect(getattr(pm.hook, hook_name)(request=request, **kwargs))
+    slots: dict[str, list] = {"actions": [], "side": [], "main": []}
+    for panel in collect(getattr(pm.hook, hook_name)(request=request, **kwargs)):
+        slots.get(panel.slot, slots["main"]).append(panel)
+    return slots
 
 
-def _get_or_404(request, model, key: str, what: str):
+def get_or_404(request, model, what: str, key: str = "id"):
+    """The row whose id is in the URL, or the 404 page."""
+    raw = request.matchdict[key]
     try:
-        ident = int(request.matchdict[key])
+        ident = int(raw)
     except ValueError:
-        raise HTTPNotFound(f"{request.matchdict[key]!r} is not a {what} number.") from None
-    obj = request.dbsession.get(model, ident)
+        raise HTTPNotFound(f"{raw!r} is not a {what} number.") from None
+    obj = request.dbsession.get(model, ident) if 0 < ident < 2**63 else None
     if obj is None:
         raise HTTPNotFound(f"There is no {what} {ident}.")
     return obj
 
 
-@view_config(route_name="home", renderer="sendit_dashboard:templates/dashboard.jinja2")
-def dashboard(request):
-    db = request.dbsession
-    panels = _panels(request, "sendit_dashboard_panels")
-    batches = db.scalars(select(Batch).order_by(Batch.updated_at.desc(), Batch.id.desc())
-                         .limit(request.registry.settings["sendit.page_size"])).all()
-    return {
-        "batches": batches,
-        "totals": {
-            "batches": db.scalar(select(func.count()).select_from(Batch)),
-            "images": db.scalar(select(func.count()).select_from(Image)),
-            "errors": db.scalar(select(func.count()).select_from(IngestError)),
-        },
-        "actions": [p for p in panels if p.slot == "actions"],
-        "panels": [p for p in panels if p.slot != "actions"],
-        "active_nav": "dashboard",
-    }
+def is_partial(request) -> bool:
+    return request.GET.get("partial") == "1"
 
 
-@view_config(route_name="batch", renderer="sendit_dashboard:templates/batch.jinja2")
-def batch_page(request):
-    batch = _get_or_404(request, Batch, "id", "batch")
-    db = request.dbsession
-    images = db.scalars(select(Image).where(Image.batch_id == batch.id)
-                        .order_by(Image.series_instance_uid, Image.instance_number, Image.id)
-                        .limit(request.registry.settings["sendit.page_size"])).all()
-    errors = db.scalars(select(IngestError).where(IngestError.batch_id == batch.id)
-                        .order_by(IngestError.id)).all()
-    panels = _panels(request, "sendit_batch_panels", batch=batch)
-    return {"batch": batch, "images": images, "errors": errors,
-            "actions": [p for p in panels if p.slot == "actions"],
-            "panels": [p for p in panels if p.slot != "actions"]}
+def live_fragment(request, name: str) -> None:
+    """For ``?partial=1`` render only ``templates/<name>_live.jinja2``, uncached."""
+    if is_partial(request):
+        request.override_renderer = f"{TEMPLATES}{name}_live.jinja2"
+        request.response.cache_control = "no-store"
 
 
-@view_config(route_name="image", renderer="sendit_dashboard:templates/image.jinja2")
-def image_page(request):
-    image = _get_or_404(request, Image, "id", "image")
-    rows = request.dbsession.execute(
-        select(HeaderField.tag_path, HeaderField.keyword_path, HeaderField.vr, HeaderField.depth,
-               HeaderValue.item, HeaderValue.position, HeaderValue.value_text)
-        .join(HeaderValue, HeaderValue.field_id == HeaderField.id)
-        .where(HeaderValue.image_id == image.id)
-        .order_by(HeaderValue.item, HeaderField.tag_path, HeaderValue.position)
-    ).all()
-    batch = request.dbsession.get(Batch, image.batch_id)
-    return {"image": image, "batch": batch, "rows": rows,
-            "panels": _panels(request, "sendit_image_panels", image=image)}
-
-
-@view_config(route_name="settings", renderer="sendit_dashboard:templates/settings.jinja2")
-def settings_page(request):
-    settings = request.registry.settings
-    pm = request.registry["sendit.pm"]
-    sources = [(source, source.status(settings)) for source in ingest_sources(pm, settings)]
-    versions = {"python": sys.version.split()[0]}
-    for name in LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return {
-        "config": masked_settings(settings),
-        "plugins": plugin_info(pm),
-        "sources": sources,
-        "versions": versions,
-        "panels": _panels(request, "sendit_settings_panels"),
-        "active_nav": "settings",
-    }
+def refresh_seconds(request) -> int:
+    return request.registry.settings["sendit.dashboard.refresh_seconds"]
 
 
 def includeme(config):
+    # static views are public unless told otherwise: these sit behind the lockdown
+    config.add_static_view("static-dashboard", "sendit_dashboard:static", cache_max_age=3600,
+                           permission="view")
     config.add_route("batch", "/batches/{id}")
+    config.add_route("batch_download", "/batches/{id}/download")
+    config.add_route("batch_delete", "/batches/{id}/delete")
     config.add_route("image", "/images/{id}")
+    config.add_route("errors", "/errors")
     config.add_route("settings", "/settings")
-    config.scan(".views")
+    config.get_jinja2_environment().filters.update(FILTERS)
+    config.scan("sendit_dashboard")
