@@ -20,6 +20,7 @@ ENTRYPOINT_GROUP = "sendit.plugins"
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "sendit_pydicom",
     "sendit_dashboard",
+    "sendit_watcher",
 )
 
 
