@@ -21,6 +21,10 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "sendit_pydicom",
     "sendit_dashboard",
     "sendit_watcher",
+    "sendit_upload",
+    "sendit_viewer",
+    "sendit_api",
+    "sendit_search",
 )
 
 

@@ -1,0 +1,1 @@
+"""Built-in plugin: the image page's orthogonal viewer and header table (issue 7)."""
