@@ -1,8 +1,9 @@
 """Where imported files live: ``<storage_dir>/<batch id>/<study>/<series>/<sop>.dcm``.
 
-Files are written atomically: copied to a temporary name in the target folder,
+Files are written atomically: copied to an unnamed file in the target folder,
 then linked into place only if nothing is there yet, so a crash never leaves a
-half-written file under a final name and two writers never overwrite each other.
+half-written file (or a leftover temporary one) and two writers never
+overwrite each other.
 """
 from __future__ import annotations
 
@@ -45,17 +46,37 @@ class Stored(Enum):
 
 
 def store_file(source: Path, storage_dir: Path, relpath: str, *, fsync: bool = False) -> Stored:
-    """Copy ``source`` to ``storage_dir/relpath`` atomically, never overwriting."""
+    """Copy ``source`` to ``storage_dir/relpath`` atomically, never overwriting.
+
+    The copy is written to an anonymous file (``O_TMPFILE``) in the target
+    folder and linked into place complete, so a process killed mid-copy leaves
+    nothing behind; where the file system has no anonymous files it goes
+    through a ``.incoming-`` temporary name instead.
+    """
     target = storage_dir / relpath
     if target.exists():
         return Stored.IDENTICAL if same_content(source, target) else Stored.CONFLICT
     target.parent.mkdir(parents=True, exist_ok=True)
+    fd = _anonymous_file(target.parent)
+    if fd is not None:
+        try:
+            _fill(source, fd, fsync)
+            try:
+                os.link(f"/proc/self/fd/{fd}", target)  # linkat(AT_SYMLINK_FOLLOW)
+            except FileExistsError:
+                return Stored.IDENTICAL if same_content(source, target) else Stored.CONFLICT
+            except OSError:  # no /proc: fall back to a named temporary file
+                pass
+            else:
+                return Stored.NEW
+        finally:
+            os.close(fd)
     fd, tmp = tempfile.mkstemp(prefix=".incoming-", dir=target.parent)
     try:
-        with open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
-            _copy(src.fileno(), dst.fileno())
-            if fsync:
-                os.fsync(dst.fileno())
+        try:
+            _fill(source, fd, fsync)
+        finally:
+            os.close(fd)
         try:
             os.link(tmp, target)  # fails if the name exists: no overwrite
         except FileExistsError:
@@ -63,6 +84,24 @@ def store_file(source: Path, storage_dir: Path, relpath: str, *, fsync: bool = F
         return Stored.NEW
     finally:
         os.unlink(tmp)
+
+
+def _anonymous_file(folder: Path) -> int | None:
+    """An unnamed file open for writing in ``folder``, or ``None`` where unsupported."""
+    flag = getattr(os, "O_TMPFILE", None)
+    if flag is None:
+        return None
+    try:
+        return os.open(folder, flag | os.O_WRONLY, 0o600)
+    except OSError:  # file systems without O_TMPFILE: EOPNOTSUPP, EISDIR on old kernels
+        return None
+
+
+def _fill(source: Path, fd: int, fsync: bool) -> None:
+    with open(source, "rb") as src:
+        _copy(src.fileno(), fd)
+    if fsync:
+        os.fsync(fd)
 
 
 def _copy(src: int, dst: int) -> None:
