@@ -61,16 +61,28 @@ def skip_or_fail(reason: str) -> None:
 
 def pytest_generate_tests(metafunc):
     """``database_url`` runs on SQLite, and on PostgreSQL when it is configured;
-    ``broker_url`` on the embedded transport, and on ``SENDIT_TEST_BROKER_URL``'s."""
-    if "database_url" in metafunc.fixturenames:
-        backends = ["sqlite"]
-        if os.environ.get("SENDIT_TEST_DATABASE_URL"):
-            backends.append("postgresql")
+    ``broker_url`` on the embedded transport, and on ``SENDIT_TEST_BROKER_URL``'s.
+
+    A test that takes both runs on the two set-ups sendit ships: the embedded
+    default (SQLite + filesystem broker) and the production path (PostgreSQL +
+    the external broker), plus the mixed pairs where it is marked
+    ``@pytest.mark.service_matrix``.
+    """
+    backends = ["sqlite"] + (["postgresql"] if os.environ.get("SENDIT_TEST_DATABASE_URL") else [])
+    brokers = ["embedded"] + (["external"] if os.environ.get("SENDIT_TEST_BROKER_URL") else [])
+    names = metafunc.fixturenames
+    if "database_url" in names and "broker_url" in names:
+        if metafunc.definition.get_closest_marker("service_matrix"):
+            pairs = [(db, broker) for db in backends for broker in brokers]
+        else:
+            pairs = [("sqlite", "embedded")]
+            if "postgresql" in backends or "external" in brokers:
+                pairs.append((backends[-1], brokers[-1]))
+        metafunc.parametrize(("database_url", "broker_url"), pairs, indirect=True,
+                             ids=[f"{db}-{broker}" for db, broker in pairs])
+    elif "database_url" in names:
         metafunc.parametrize("database_url", backends, indirect=True)
-    if "broker_url" in metafunc.fixturenames:
-        brokers = ["embedded"]
-        if os.environ.get("SENDIT_TEST_BROKER_URL"):
-            brokers.append("external")
+    elif "broker_url" in names:
         metafunc.parametrize("broker_url", brokers, indirect=True)
 
 

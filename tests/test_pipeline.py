@@ -278,6 +278,7 @@ def test_sweep_requeues_jobs_of_dead_or_silent_workers(app, factory, tmp_path):
     assert Ingestor(settings, app.pm, factory).sweep() == [dead_job, silent_job]
 
 
+@pytest.mark.service_matrix
 @pytest.mark.parametrize("n", [9])
 def test_a_thread_worker_imports_what_is_submitted(make_app, broker_url, tmp_path, n):
     app = make_app(builtins=(), plugins=[sendit_example],
