@@ -68,6 +68,7 @@ def create_app(settings: dict[str, Any], pm: pluggy.PluginManager):
         config.include("pyramid_jinja2")
         config.include(".models")
         config.include(".security")
+        config.include(".headers")
         config.include(".routes")
         config.add_subscriber(_template_globals, BeforeRender)
         config.scan(".views")

@@ -195,6 +195,9 @@ CORE_SETTINGS: tuple[Setting, ...] = (
             "Send the session cookie over HTTPS only (default: true in production)."),
     Setting("sendit.session.timeout", "43200", positive(to_int),
             "Seconds of inactivity after which a browser session ends."),
+    Setting("sendit.security.csp", "", to_str,
+            "The Content-Security-Policy header of every response; empty: sendit's own "
+            "(only the app's scripts, styles and images, nothing inline, no framing)."),
     Setting("sendit.plugins.disabled", "", to_list,
             "Plugin names (space or comma separated) not to load."),
     Setting("sendit.page_size", "50", positive(to_int),

@@ -357,12 +357,19 @@ def browser():
 
 @pytest.fixture
 def page(browser):
-    """A fresh browser tab (own cookies) with a laptop-sized viewport."""
+    """A fresh browser tab (own cookies) with a laptop-sized viewport; the test
+    fails if a page it showed broke the Content Security Policy."""
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     tab = context.new_page()
     tab.set_default_timeout(15_000)
+    violations: list[str] = []
+    tab.on("console", lambda message: violations.append(message.text)
+           if "Content Security Policy" in message.text else None)
     yield tab
     context.close()
+    if violations:  # every browser test also proves its pages keep to the policy
+        pytest.fail("the page broke the Content Security Policy (sendit_core/headers.py):\n"
+                    + "\n".join(violations), pytrace=False)
 
 
 def browser_login(page, base_url: str, password: str = PASSWORD) -> None:

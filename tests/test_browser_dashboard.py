@@ -80,7 +80,7 @@ def showcase(make_app, tmp_path):
 
 def scroll_to(page, y):
     page.evaluate(f"window.scrollTo(0, {y})")
-    page.wait_for_function(f"Math.abs(window.scrollY - {y}) < 2")
+    page.wait_for_function(f"() => Math.abs(window.scrollY - {y}) < 2")
 
 
 # -- the dashboard refreshes in place ---------------------------------------------------
@@ -102,7 +102,7 @@ def test_dashboard_refreshes_in_place_keeping_scroll_and_sort(fast_server, page)
     worker = in_background(lambda: import_batch(app, [COOKIES], "aaa-new"))
     page.wait_for_selector("#batches tbody tr:first-child >> text=aaa-new", timeout=20_000)
     worker.join()
-    page.wait_for_function("document.getElementById('total-images').textContent.trim() === '787'")
+    page.wait_for_function("() => document.getElementById('total-images').textContent.trim() === '787'")
     assert page.evaluate("window.notReloaded") is True
     assert abs(page.evaluate("window.scrollY") - 400) < 2
     assert page.url.endswith("/?sort=name&order=asc")
@@ -127,7 +127,7 @@ def test_refreshing_pauses_while_the_tab_is_hidden(fast_server, page):
     page.wait_for_timeout(2500)
     assert page.evaluate("window.fetches") == before  # nothing while hidden
     page.evaluate("window.fakeHidden = false; document.dispatchEvent(new Event('visibilitychange'))")
-    page.wait_for_function("window.fetches > %d" % before)  # at once when visible again
+    page.wait_for_function("() => window.fetches > %d" % before)  # at once when visible again
 
 
 def test_sorting_paging_and_filtering_without_reloads_and_with_the_back_button(make_app, page):
@@ -153,7 +153,7 @@ def test_sorting_paging_and_filtering_without_reloads_and_with_the_back_button(m
         page.wait_for_selector("text=No batches match these filters")
         page.go_back()
         page.wait_for_url("**/?q=study-1&sort=name&order=asc")
-        page.wait_for_function("document.querySelectorAll('#batches tbody tr').length === 2")
+        page.wait_for_function("() => document.querySelectorAll('#batches tbody tr').length === 2")
         assert page.input_value("#q") == "study-1"
         assert page.evaluate("window.notReloaded") is True
         assert page.get_attribute("#batches th[aria-sort]", "aria-sort") == "ascending"
@@ -188,7 +188,7 @@ def test_batch_page_follows_its_import_then_links_to_images(fast_server, page):
     assert page.locator("progress").is_visible()
     page.evaluate("window.notReloaded = true")
     in_background(lambda: run_import(app, submission)).join()
-    page.wait_for_function("document.getElementById('batch-status').textContent.includes('DONE')")
+    page.wait_for_function("() => document.getElementById('batch-status').textContent.includes('DONE')")
     page.wait_for_selector("[data-live-text] >> text=Up to date")
     assert page.locator("#images tbody tr").count() == 7
     assert page.evaluate("window.notReloaded") is True
