@@ -41,8 +41,6 @@ def read_ini(path: str, *, setup_logging: bool = True) -> tuple[dict[str, Any], 
         raise CommandError(f"{path} is not a file (expected an ini file such as development.ini)")
     try:
         raw = dict(get_appsettings(str(ini.resolve())))
-        if setup_logging:
-            paster_setup_logging(str(ini.resolve()))
     except configparser.Error as exc:
         message = str(exc).replace("\n", " ")
         raise CommandError(f"cannot read {path}: {message}") from None
@@ -51,9 +49,18 @@ def read_ini(path: str, *, setup_logging: bool = True) -> tuple[dict[str, Any], 
     except (OSError, ValueError, ImportError) as exc:
         raise CommandError(f"cannot read {path}: {exc}") from None
     try:
-        return load_config(raw, here=raw.get("here") or ini.resolve().parent)
+        loaded = load_config(raw, here=raw.get("here") or ini.resolve().parent)
     except SettingsError as exc:
         raise CommandError(f"{path}: {exc}") from None
+    if setup_logging:
+        try:
+            paster_setup_logging(str(ini.resolve()))
+        except (configparser.Error, OSError, ValueError, ImportError, KeyError) as exc:
+            cause = exc.__cause__ or exc  # fileConfig wraps a handler's error in ValueError
+            raise CommandError(f"cannot set up logging from {path}: {cause} (check the "
+                               f"[handler_*] sections; a log folder must exist and be "
+                               f"writable)") from None
+    return loaded
 
 
 def cmd_initdb(args: argparse.Namespace) -> int:
