@@ -233,14 +233,18 @@ class Ingestor:
     # -- jobs
 
     def claim(self, job_id: int) -> Job | None:
-        """Claim a queued job (or one whose worker went silent); ``None`` if taken or done."""
+        """Claim a queued job, one whose worker went silent, or one this worker
+        still holds from an attempt that failed; ``None`` if taken or done."""
         now = utcnow()
         stale = now - timedelta(seconds=self.settings["sendit.worker.stale_seconds"])
         with self.session_factory() as db:
             result = db.execute(
                 update(Job)
                 .where(Job.id == job_id, or_(Job.status == JobStatus.QUEUED,
-                                             and_(Job.status == JobStatus.CLAIMED, Job.heartbeat_at < stale)))
+                                             and_(Job.status == JobStatus.CLAIMED,
+                                                  or_(Job.heartbeat_at < stale,
+                                                      # ours, kept after a failed release
+                                                      Job.claimed_by == self.identity))))
                 .values(status=JobStatus.CLAIMED, claimed_by=self.identity, claimed_at=now,
                         heartbeat_at=now, attempts=Job.attempts + 1)
             )

@@ -23,6 +23,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
+import struct
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -389,3 +391,88 @@ def save_screenshot(page, name: str, *, full_page: bool = True) -> Path:
     path = folder / f"{name}.png"
     page.screenshot(path=str(path), full_page=full_page)
     return path
+
+
+class TcpProxy:
+    """A loopback TCP proxy to a service, which a test can cut and restore to
+    play a database or broker that goes away (``proxy.cut()``: every open
+    connection is reset and new ones are refused until ``proxy.restore()``).
+
+    ``proxy.port`` is the port to connect to instead of the service's.
+    """
+
+    def __init__(self, host: str, port: int):
+        self.target = (host, port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._open = threading.Event()
+        self._open.set()
+        self._closed = False
+        self._connections: list = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, name="tcp-proxy", daemon=True).start()
+
+    def url_for(self, url: str) -> str:
+        """``url`` (SQLAlchemy or kombu style) pointed at this proxy."""
+        host, port = self.target
+        return url.replace(f"{host}:{port}", f"127.0.0.1:{self.port}", 1)
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if not self._open.is_set():
+                self._reset(client)
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                self._reset(client)
+                continue
+            with self._lock:
+                self._connections += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+    @staticmethod
+    def _reset(sock) -> None:
+        try:  # RST rather than FIN: what a crashed server looks like
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+        except OSError:
+            pass
+
+    def cut(self) -> None:
+        self._open.clear()
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for sock in connections:
+            try:  # wakes the thread blocked in recv(); close() alone would not
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._reset(sock)
+
+    def restore(self) -> None:
+        self._open.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self.cut()
+        self._listener.close()

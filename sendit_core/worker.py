@@ -14,12 +14,31 @@ import time
 from typing import Any
 
 from kombu import Consumer
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from .broker import connect, job_queue, publish_jobs
 from .models import get_session_factory
 from .pipeline import Ingestor
 
 log = logging.getLogger(__name__)
+
+#: Seconds before the first retry of a job whose database went away; doubled
+#: after each failed retry, up to :data:`RETRY_MAX`.
+RETRY_FIRST = 1.0
+RETRY_MAX = 30.0
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for database errors that pass: a lost connection, a server restarting,
+    a locked SQLite file (anything else is a bug or bad data)."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, (OperationalError, InterfaceError))
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 class Worker:
@@ -60,13 +79,26 @@ class Worker:
             log.warning("ignoring a malformed job message: %r", body)
             message.ack()
             return
-        try:
-            result = self.ingestor.run_job(job_id)
-        except Exception:  # noqa: BLE001 - the job was released; the sweep retries it
-            log.exception("job %s failed; it is back in the queue", job_id)
-            message.ack()
-            time.sleep(1)
-            return
+        delay = RETRY_FIRST
+        while True:
+            try:
+                result = self.ingestor.run_job(job_id)
+                break
+            except Exception as exc:  # noqa: BLE001
+                if is_transient(exc):
+                    # the database is away: keep the job (and its message) and try
+                    # again, waiting longer each time; files already stored are reused
+                    log.warning("job %s: the database is unreachable (%s); retrying in %.0f s",
+                                job_id, one_line(exc), delay)
+                    if self.stopping.wait(delay):
+                        return  # unacknowledged: the broker or the sweep hands it out again
+                    delay = min(delay * 2, RETRY_MAX)
+                    continue
+                # a bug or bad data: the job was released; the sweep retries it
+                log.exception("job %s failed; it is back in the queue", job_id)
+                message.ack()
+                time.sleep(1)
+                return
         message.ack()
         if result is not None:
             self.jobs_done += 1
