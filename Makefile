@@ -4,6 +4,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
+# test processes (pytest-xdist): one per core
+JOBS ?= auto
 PIP = $(BIN)/pip --disable-pip-version-check -q
 
 .PHONY: run test install install-test initdb clean
@@ -12,7 +14,7 @@ run: $(VENV)/.installed
 	$(BIN)/pserve development.ini
 
 test: $(VENV)/.installed-test
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(JOBS) $(PYTEST_ARGS)
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
