@@ -1,0 +1,116 @@
+"""Objects as JSON: batches, images, ingest errors and header values, with their links.
+
+Lists serialize up to a thousand rows per request, so links are made from
+URL templates built once per request (a route URL per link would cost more
+than the query).
+"""
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from typing import Any
+
+from sendit_core.models import Batch, Image, IngestError
+
+#: image columns a summary shows (read as plain rows, not ORM objects)
+IMAGE_COLUMNS = (Image.id, Image.batch_id, Image.sop_instance_uid, Image.sop_class_uid,
+                 Image.study_instance_uid, Image.series_instance_uid, Image.modality,
+                 Image.instance_number, Image.transfer_syntax_uid, Image.size, Image.sha256,
+                 Image.original_name, Image.created_at)
+BATCH_COLUMNS = (Batch.id, Batch.name, Batch.status, Batch.source, Batch.image_count,
+                 Batch.error_count, Batch.pending_count, Batch.total_bytes, Batch.created_at,
+                 Batch.updated_at, Batch.finished_at)
+ERROR_COLUMNS = (IngestError.id, IngestError.batch_id, IngestError.path, IngestError.step,
+                 IngestError.message, IngestError.created_at)
+_ID = "999999999999"
+
+
+def iso(moment: datetime | None) -> str | None:
+    """RFC 3339 with its offset (SQLite hands back naive UTC datetimes)."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.isoformat()
+
+
+def finite(number: float | None) -> float | None:
+    """A number JSON can carry (never NaN or infinity)."""
+    return number if number is None or math.isfinite(number) else None
+
+
+class Links:
+    """Absolute URLs of the API's objects (and of their pages, when a plugin serves them)."""
+
+    #: the links each kind of object carries: (key, route, id attribute of the row)
+    BATCH = (("self", "sendit_api.batch", "id"), ("images", "sendit_api.batch_images", "id"),
+             ("errors", "sendit_api.batch_errors", "id"), ("html", "batch", "id"))
+    IMAGE = (("self", "sendit_api.image", "id"), ("batch", "sendit_api.batch", "batch_id"),
+             ("headers", "sendit_api.image_headers", "id"), ("file", "sendit_api.image_file", "id"),
+             ("html", "image", "id"))
+    ERROR = (("batch", "sendit_api.batch", "batch_id"),)
+    VALUE = (("image", "sendit_api.image", "image_id"), ("headers", "sendit_api.image_headers", "image_id"))
+
+    def __init__(self, request):
+        self.request = request
+        self._templates: dict[str, tuple[str, str] | None] = {}
+        self._sets: dict[tuple, list] = {}
+
+    def template(self, route: str) -> tuple[str, str] | None:
+        """``route``'s URL around its id, or ``None`` when no plugin serves that route."""
+        if route not in self._templates:
+            try:
+                head, _, tail = self.request.route_url(route, id=_ID).partition(_ID)
+                self._templates[route] = (head, tail)
+            except KeyError:
+                self._templates[route] = None
+        return self._templates[route]
+
+    def url(self, route: str, ident: int) -> str | None:
+        template = self.template(route)
+        return None if template is None else f"{template[0]}{ident}{template[1]}"
+
+    def links(self, row: Any, spec: tuple) -> dict[str, str | None]:
+        found = self._sets.get(spec)
+        if found is None:
+            found = self._sets[spec] = [(key, attr, self.template(route)) for key, route, attr in spec]
+        return {key: None if t is None else f"{t[0]}{getattr(row, attr)}{t[1]}" for key, attr, t in found}
+
+    def batch(self, row: Any) -> dict[str, Any]:
+        status = row.status.value if hasattr(row.status, "value") else str(row.status)
+        return {
+            "id": row.id, "name": row.name, "status": status, "source": row.source,
+            "image_count": row.image_count, "error_count": row.error_count,
+            "pending_count": row.pending_count, "total_bytes": row.total_bytes,
+            "created_at": iso(row.created_at), "updated_at": iso(row.updated_at),
+            "finished_at": iso(row.finished_at),
+            "links": self.links(row, self.BATCH),
+        }
+
+    def image(self, row: Any) -> dict[str, Any]:
+        return {
+            "id": row.id, "batch": row.batch_id, "sop_instance_uid": row.sop_instance_uid,
+            "sop_class_uid": row.sop_class_uid, "study_instance_uid": row.study_instance_uid,
+            "series_instance_uid": row.series_instance_uid, "modality": row.modality,
+            "instance_number": row.instance_number, "transfer_syntax_uid": row.transfer_syntax_uid,
+            "size": row.size, "sha256": row.sha256, "original_name": row.original_name,
+            "created_at": iso(row.created_at),
+            "links": self.links(row, self.IMAGE),
+        }
+
+    def error(self, row: Any) -> dict[str, Any]:
+        return {
+            "id": row.id, "batch": row.batch_id, "path": row.path, "step": row.step,
+            "message": row.message, "created_at": iso(row.created_at),
+            "links": self.links(row, self.ERROR),
+        }
+
+    def header_value(self, row: Any, field: Any) -> dict[str, Any]:
+        """A value row (image, item, position, value) with its field (paths, VR)."""
+        return {
+            "image": row.image_id, "batch": row.batch_id,
+            "tag_path": field.tag_path, "keyword_path": field.keyword_path, "vr": field.vr,
+            "item": row.item, "position": row.position, "value": row.value_text,
+            "number": finite(row.value_num),
+            "links": self.links(row, self.VALUE),
+        }
