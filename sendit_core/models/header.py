@@ -62,11 +62,19 @@ class HeaderValue(Base):
     __table_args__ = (
         # Each value lands in exactly one search index: numbers and dates in the
         # numeric one, everything else in the text one (a third fewer index writes).
-        Index("ix_header_value_field_text", "field_id", "value_text",
+        # Both carry image_id and the text one value_num (always NULL there), so a
+        # search reads the index alone; in the text index image_id is a key column
+        # ("has image I field F = V" is one seek), in the numeric one it is only
+        # included (as a key, PostgreSQL checked a date range per image by
+        # scanning the range). text_pattern_ops: a LIKE prefix is an index range
+        # in any collation. (Migration 0003, sendit_core/query.py.)
+        Index("ix_header_value_field_text", "field_id", "value_text", "image_id", "value_num",
               sqlite_where=text("value_num IS NULL"),
-              postgresql_where=text("value_num IS NULL")),
+              postgresql_where=text("value_num IS NULL"),
+              postgresql_ops={"value_text": "text_pattern_ops"}),
         Index("ix_header_value_field_num", "field_id", "value_num",
               sqlite_where=text("value_num IS NOT NULL"),
-              postgresql_where=text("value_num IS NOT NULL")),
+              postgresql_where=text("value_num IS NOT NULL"),
+              postgresql_include=["image_id"]),
         {"sqlite_with_rowid": False},
     )
