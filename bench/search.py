@@ -500,7 +500,10 @@ def main(argv=None) -> int:
     parser.add_argument("--corpus-dir", type=Path, default=Path(tempfile.gettempdir()) / "sendit-bench-search")
     parser.add_argument("--no-orthanc", action="store_true", help="measure sendit only")
     parser.add_argument("--postgresql", metavar="URL", help="also on a fresh database on this server")
+    parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only (with --postgresql)")
     args = parser.parse_args(argv)
+    from sqlalchemy import text
+
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up Orthanc and databases
     has_orthanc = shutil.which("Orthanc") is not None and not args.no_orthanc
     print(f"corpus of {args.files} files", flush=True)
@@ -508,12 +511,13 @@ def main(argv=None) -> int:
     results: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="sendit-bench-search-") as tmp:
         work = Path(tmp)
-        backends = [("SQLite", f"sqlite:///{work / 'sqlite' / 'sendit.sqlite'}", work / "sqlite")]
+        backends = [] if args.no_sqlite else \
+            [("SQLite", f"sqlite:///{work / 'sqlite' / 'sendit.sqlite'}", work / "sqlite")]
         if args.postgresql:
             backends.append(("PostgreSQL", create_postgresql(args.postgresql), work / "pg"))
         orthanc = None
         try:
-            if has_orthanc:
+            if has_orthanc and not args.no_sqlite:
                 from ingest import Orthanc  # bench/ingest.py: the same Orthanc set-up
 
                 (work / "orthanc").mkdir()
@@ -526,13 +530,11 @@ def main(argv=None) -> int:
                 seconds, _ini = import_sendit(folder, workdir, url)
                 engine = engine_for(url)
                 with engine.connect() as conn:
-                    from sqlalchemy import text
-
                     images = conn.execute(text("SELECT count(*) FROM image")).scalar()
                     values = conn.execute(text("SELECT count(*) FROM header_value")).scalar()
-                    if label == "PostgreSQL":
-                        conn.execute(text("ANALYZE"))
-                        conn.commit()
+                if label == "PostgreSQL":  # what autovacuum does after a big import
+                    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                        conn.execute(text("VACUUM ANALYZE"))
                 print(f"  {label}: imported {images} images, {values} header values in {seconds:.0f} s",
                       flush=True)
                 sets = query_sets(engine, args.runs)

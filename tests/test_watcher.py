@@ -709,7 +709,7 @@ def test_browser_dashboard_shows_the_watcher_active_and_inactive(watched_server,
     save_screenshot(page, "dashboard-watcher-inactive")
     assert env.sendit("start").returncode == 0
     page.wait_for_function(  # the page refreshes itself: no reload
-        "document.querySelector('#panel-watcher #watcher-state').textContent === 'active'")
+        "() => document.querySelector('#panel-watcher #watcher-state').textContent === 'active'")
     assert str(env.data) in page.locator("#panel-watcher").inner_text()
     dicoms(env.data / "CT_CHEST_watched", 12)
     page.wait_for_selector("#batches >> text=CT_CHEST_watched")

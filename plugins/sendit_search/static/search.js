@@ -13,13 +13,28 @@
   var valueRequest = 0;
   var OPERATOR = /(!=|~=|<=|>=|=|~|<|>)/;
 
+  var fieldsRequest = null;  // the one request for the fields while it is on its way
+
+  /* Fetch the fields once. Keystrokes made while the answer is on its way are
+     not lost: each waits for it, then suggests from what the box holds then.
+     A failed request is tried again at the next keystroke. */
   function loadFields() {
-    if (fields !== null) { return Promise.resolve(fields); }
-    fields = [];
-    return fetch(input.getAttribute("data-fields-url"), {credentials: "same-origin"})
-      .then(function (r) { return r.ok ? r.json() : {fields: []}; })
-      .then(function (data) { fields = data.fields || []; return fields; })
-      .catch(function () { fields = []; return fields; });
+    if (fields !== null) { return Promise.resolve(true); }
+    if (!fieldsRequest) {
+      fieldsRequest = fetch(input.getAttribute("data-fields-url"), {credentials: "same-origin"})
+        .then(function (r) { if (!r.ok) { throw new Error(r.statusText); } return r.json(); })
+        .then(function (data) { fields = data.fields || []; return true; })
+        .catch(function () { return false; })
+        .then(function (loaded) { fieldsRequest = null; return loaded; });
+    }
+    return fieldsRequest;
+  }
+
+  function withFields(then) {
+    if (fields !== null) { then(); return; }
+    loadFields().then(function (loaded) {
+      if (loaded && document.activeElement === input) { suggest(); }
+    });
   }
 
   /* The token under the cursor: where it starts, and its text up to the cursor.
@@ -103,7 +118,7 @@
     var token = currentToken();
     var text = token.text;
     if (/^has:/i.test(text)) {
-      loadFields().then(function () { show(fieldItems(text.slice(4), token, true)); });
+      withFields(function () { show(fieldItems(text.slice(4), token, true)); });
       return;
     }
     var op = text.match(OPERATOR);
@@ -116,7 +131,7 @@
       return;
     }
     if (!text || /^(and|or|not)$/i.test(text)) { close(); return; }
-    loadFields().then(function () { show(fieldItems(text, token, false)); });
+    withFields(function () { show(fieldItems(text, token, false)); });
   }
 
   function highlight(label, match) {
