@@ -12,6 +12,7 @@ from pyramid.events import BeforeRender
 from pyramid.csrf import get_csrf_token
 
 from . import settings as settings_mod
+from .listing import number
 from .plugins import get_plugin_manager
 from .ui import collect
 
@@ -78,6 +79,7 @@ def create_app(settings: dict[str, Any], pm: pluggy.PluginManager):
 
             upgrade_schema(settings, settings["sendit.engine"])
         config.commit()  # the core is ready: now the plugins
+        config.get_jinja2_environment().filters["number"] = number  # listing.jinja2's
         pm.hook.sendit_pyramid_configure(config=config, settings=settings)
         return config.make_wsgi_app()
 

@@ -21,19 +21,18 @@ import socket
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import events
 from .models import (
-    MAX_VALUE_LENGTH, get_session_factory, Batch, BatchStatus, FileOutcome, HeaderField, HeaderValue, Image,
+    MAX_VALUE_LENGTH, get_session_factory, Batch, BatchStatus, FileOutcome, HeaderField, Image,
     IngestError, Job, JobFile, JobStatus, utcnow,
 )
 from .parsing import HeaderElement, ParsedFile, ParseError, parse_file

@@ -202,7 +202,7 @@ def test_dashboard_pagination_and_its_edges(paged):
     assert last.html.find(id="pager").find("a", rel="next") is None
     assert last.html.find(id="pager").find("a", rel="prev")["href"] == "/?sort=name&order=asc&page=2"
     assert "5–5 of 5" in last.html.find(id="pager").text
-    for bad, message in (("4", "There is no page 4: this table has 3 pages."),
+    for bad, message in (("4", "There is no page 4: there are 3 pages."),
                          ("0", "There is no page 0"), ("-1", "There is no page -1"),
                          ("abc", "“abc” is not a page number."), ("1e9", "is not a page number"),
                          ("99999999999999999999", "There is no page")):

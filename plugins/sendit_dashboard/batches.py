@@ -14,7 +14,7 @@ from sendit_core.models import Batch, Image, IngestError
 from sendit_core import batches
 from sendit_core.batches import ACTIVE, is_busy
 
-from .listing import Column, Page, Sort
+from sendit_core.listing import Column, Page, Sort
 from .views import TEMPLATES, get_or_404, is_partial, live_fragment, panels, refresh_seconds
 from .zipstream import ascii_name, safe_path, zip_batch
 

@@ -9,7 +9,7 @@ from sqlalchemy import case, func, select
 
 from sendit_core.models import Batch, BatchStatus
 
-from .listing import Column, Page, Sort, url_with
+from sendit_core.listing import Column, Page, Sort, url_with
 from .views import TEMPLATES, live_fragment, panels, refresh_seconds
 
 ACTIVE = (BatchStatus.QUEUED, BatchStatus.PROCESSING)

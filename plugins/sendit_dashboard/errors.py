@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from sendit_core.models import Batch, IngestError
 
-from .listing import Column, Page, Sort, url_with
+from sendit_core.listing import Column, Page, Sort, url_with
 from .views import TEMPLATES, live_fragment, refresh_seconds
 
 #: the pipeline's steps; other values (from other sources) are accepted too

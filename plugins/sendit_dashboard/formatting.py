@@ -21,11 +21,6 @@ def filesize(size: int | None) -> str:
     raise AssertionError("unreachable")
 
 
-def number(value: int | None) -> str:
-    """``12345`` -> ``"12,345"``."""
-    return f"{int(value or 0):,}"
-
-
 def as_utc(moment: datetime | None) -> datetime | None:
     """Timestamps are stored in UTC; SQLite hands them back without a zone."""
     if moment is None:
@@ -52,4 +47,4 @@ def breakable(path: str | None) -> Markup:
     return Markup("/<wbr>").join(escape(part) for part in (path or "").split("/"))
 
 
-FILTERS = {"filesize": filesize, "number": number, "iso": iso, "when": when, "breakable": breakable}
+FILTERS = {"filesize": filesize, "iso": iso, "when": when, "breakable": breakable}

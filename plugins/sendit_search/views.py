@@ -12,14 +12,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
-from urllib.parse import urlencode
 
 from markupsafe import Markup, escape
-from pyramid.httpexceptions import HTTPBadRequest, HTTPNotFound, HTTPSeeOther
+from pyramid.httpexceptions import HTTPBadRequest, HTTPSeeOther
 from pyramid.response import Response
 from pyramid.view import view_config
 
+from sendit_core.listing import Column, Page, Sort, url_with
 from sendit_core.query import MAX_QUERY_LENGTH, QueryError, image_filter, present_fields, suggest_values
 
 from . import form as search_form
@@ -37,81 +36,14 @@ EXAMPLES = (
 )
 
 
-class Pager:
-    """``?page=N`` of ``total`` rows, ``size`` a page; a bad page is a 404."""
-
-    def __init__(self, request, total: int, size: int):
-        raw = request.GET.get("page", "1")
-        try:
-            number = int(raw)
-        except ValueError:
-            raise HTTPNotFound(f"“{raw[:40]}” is not a page number.") from None
-        self.request, self.total, self.size, self.number = request, total, size, number
-        if number < 1 or number > self.pages:
-            raise HTTPNotFound(f"There is no page {number}: these results have {self.pages} "
-                               f"page{'s' if self.pages != 1 else ''}.")
-
-    @property
-    def pages(self) -> int:
-        return max(1, math.ceil(self.total / self.size))
-
-    @property
-    def offset(self) -> int:
-        return (self.number - 1) * self.size
-
-    @property
-    def first_row(self) -> int:
-        return min(self.total, self.offset + 1)
-
-    @property
-    def last_row(self) -> int:
-        return min(self.total, self.offset + self.size)
-
-    def url(self, number: int) -> str:
-        return url_with(self.request, page=number if number > 1 else None)
-
-    def window(self, around: int = 2) -> list[int | None]:
-        shown = {1, self.pages, *range(self.number - around, self.number + around + 1)}
-        numbers = sorted(n for n in shown if 1 <= n <= self.pages)
-        out: list[int | None] = []
-        for n in numbers:
-            if out and n - out[-1] > 1:
-                out.append(None)
-            out.append(n)
-        return out
-
-
-def url_with(request, **changes) -> str:
-    """This page's URL with ``changes`` to its query (``None`` drops a key)."""
-    params = [(k, v) for k, v in request.GET.items() if k not in changes]
-    params += [(k, str(v)) for k, v in changes.items() if v is not None and v != ""]
-    return request.route_path("search") + ("?" + urlencode(params) if params else "")
-
-
 def search_url(request, q: str, **extra) -> str:
     params = {"q": q, **{k: v for k, v in extra.items() if v not in (None, "")}}
     return request.route_path("search", _query=params)
 
 
-class Sorting:
-    """The sort of the table shown: ``?sort=key&order=asc|desc``."""
-
-    def __init__(self, request, keys, default: str):
-        key = request.GET.get("sort", default)
-        self.request = request
-        self.key = key if key in keys else default
-        order = request.GET.get("order")
-        self.descending = order == "desc" if order in ("asc", "desc") else \
-            self.key in results.DESCENDING_FIRST
-
-    def url(self, key: str) -> str:
-        descending = not self.descending if key == self.key else key in results.DESCENDING_FIRST
-        return url_with(self.request, sort=key, order="desc" if descending else "asc", page=None)
-
-    def aria(self, key: str) -> str | None:
-        if key != self.key:
-            return None
-        return "descending" if self.descending else "ascending"
+IMAGE_COLUMNS = [Column(key, exprs, key in results.DESCENDING_FIRST)
+                 for key, exprs in results.IMAGE_SORTS.items()]
+GROUP_COLUMNS = [Column(key, (), key in results.DESCENDING_FIRST) for key in results.GROUP_SORTS]
 
 
 def marked_query(q: str, error: QueryError) -> Markup:
@@ -157,20 +89,20 @@ def search_page(request):
     size = request.registry.settings["sendit.page_size"]
     page["summary"] = summary = results.summary(db, cond)
     if group == "image":
-        sorting = Sorting(request, results.IMAGE_SORTS, "imported")
-        pager = Pager(request, summary.images, size)
+        sorting = Sort.from_request(request, IMAGE_COLUMNS, "imported")
+        pager = Page.from_request(request, summary.images, size)
         page["images"] = results.image_rows(db, cond, sorting.key, sorting.descending,
                                             pager.offset, pager.size)
     else:
-        sorting = Sorting(request, results.GROUP_SORTS, "count")
+        sorting = Sort.from_request(request, GROUP_COLUMNS, "count")
         total = {"series": summary.series, "study": summary.studies,
                  "batch": summary.batches}[group]
         if group != "batch":  # images without the UID form a group of their own
             total = results.group_count(db, cond, group)
-        pager = Pager(request, total, size)
+        pager = Page.from_request(request, total, size)
         page["groups"] = results.groups(db, cond, group, sorting.key, sorting.descending,
                                         pager.offset, pager.size)
-    page.update(sorting=sorting, pager=pager)
+    page.update(sorting=sorting, results_page=pager)
     return page
 
 
@@ -302,5 +234,5 @@ def includeme(config):
     config.add_route("search_values", "/search/values")
     config.add_route("search_export", "/search/export")
     config.get_jinja2_environment().filters.update(
-        {"search_date": dicom_date, "search_person": person, "search_number": lambda n: f"{n:,}"})
+        {"search_date": dicom_date, "search_person": person})
     config.scan("sendit_search.views")

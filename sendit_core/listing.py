@@ -1,8 +1,15 @@
-"""Sorting and pagination of the pages' tables, driven by query parameters.
+"""Sorting and pagination of the pages' tables, driven by query parameters:
+the public helpers every plugin's pages use (the dashboard's, the search page).
 
 Every table works without JavaScript: ``?sort=name&order=asc`` sorts,
 ``?page=3`` pages, and the links that change one of them keep the others (and
 the filters) as they are. A bad page number is a 404, never a 500.
+
+The template side is ``sendit_core:templates/listing.jinja2``: the macros
+``th(sort, key, title, class)`` (a sortable column header) and
+``pager(page, what, id)`` (the page links), styled by the core's stylesheet::
+
+    {% from "sendit_core:templates/listing.jinja2" import th, pager %}
 """
 from __future__ import annotations
 
@@ -16,6 +23,11 @@ from pyramid.httpexceptions import HTTPNotFound
 
 #: query parameters that never appear in generated links
 TRANSIENT = ("partial",)
+
+
+def number(value: int | None) -> str:
+    """``12345`` as ``12,345``: the ``number`` template filter."""
+    return f"{int(value or 0):,}"
 
 
 def url_with(request, **changes: Any) -> str:
@@ -91,8 +103,9 @@ class Page:
             raise HTTPNotFound(f"“{raw[:40]}” is not a page number.") from None
         page = cls(request, number, size, total)
         if number < 1 or number > page.pages:
-            raise HTTPNotFound(f"There is no page {number}: this table has "
-                               f"{page.pages} page{'s' if page.pages != 1 else ''}.")
+            raise HTTPNotFound(f"There is no page {number}: there "
+                               f"{'are' if page.pages != 1 else 'is'} {page.pages} "
+                               f"page{'s' if page.pages != 1 else ''}.")
         return page
 
     @property
