@@ -21,6 +21,7 @@ import socket
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -320,10 +321,26 @@ class Ingestor:
         return result
 
     def _prepared_chunks(self, job: Job) -> Iterator[list[Outcome]]:
-        """Pending files, read, parsed and stored (no database work yet)."""
+        """Pending files, read, parsed and stored (no database work yet).
+
+        One chunk ahead is prepared in a thread while the caller writes the
+        current one to the database: creating the stored files waits on the
+        file system's journal (~0.5 ms a file on ext4), and the database writes
+        wait on the disk too, so the waits overlap instead of adding up. Chunks
+        are still prepared one after the other, in order; a chunk prepared but
+        never committed (stop, crash) is safe to prepare again (its stored
+        files are found identical).
+        """
         context = PrepareContext.of(self, job.batch_id)
-        for chunk in self._pending_chunks(job.id):
-            yield [prepare(item, context) for item in chunk]
+        with ThreadPoolExecutor(1, thread_name_prefix="sendit-prepare") as pool:
+            ahead = None
+            for chunk in self._pending_chunks(job.id):
+                following = pool.submit(_prepare_all, chunk, context)
+                if ahead is not None:
+                    yield ahead.result()
+                ahead = following
+            if ahead is not None:
+                yield ahead.result()
 
     def _check_existing(self, batch_id: int, parsed: list[Outcome]) -> None:
         """Same UID already in the batch (or earlier in this chunk): identical
@@ -548,6 +565,10 @@ class PrepareContext:
     @classmethod
     def of(cls, ingestor: "Ingestor", batch_id: int) -> "PrepareContext":
         return cls(ingestor.pm, ingestor.settings, ingestor.storage_dir, ingestor.max_bytes, batch_id)
+
+
+def _prepare_all(chunk: list[Outcome], ctx: PrepareContext) -> list[Outcome]:
+    return [prepare(item, ctx) for item in chunk]
 
 
 def prepare(item: Outcome, ctx: PrepareContext) -> Outcome:

@@ -62,7 +62,7 @@ def store_file(source: Path, storage_dir: Path, relpath: str, *, fsync: bool = F
         try:
             _fill(source, fd, fsync)
             try:
-                os.link(f"/proc/self/fd/{fd}", target)  # linkat(AT_SYMLINK_FOLLOW)
+                _link_anonymous(fd, target)
             except FileExistsError:
                 return Stored.IDENTICAL if same_content(source, target) else Stored.CONFLICT
             except OSError:  # no /proc: fall back to a named temporary file
@@ -95,6 +95,20 @@ def _anonymous_file(folder: Path) -> int | None:
         return os.open(folder, flag | os.O_WRONLY, 0o600)
     except OSError:  # file systems without O_TMPFILE: EOPNOTSUPP, EISDIR on old kernels
         return None
+
+
+def _link_anonymous(fd: int, target: Path) -> None:
+    """Give the anonymous file ``fd`` the name ``target`` (fails if it exists).
+
+    ``linkat(AT_FDCWD, "/proc/self/fd/N", dir, name, AT_SYMLINK_FOLLOW)``: the
+    flag makes the kernel link the open file itself, not the ``/proc`` symlink.
+    Python passes it only when a directory descriptor is given, so one is.
+    """
+    folder = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.link(f"/proc/self/fd/{fd}", target.name, dst_dir_fd=folder, follow_symlinks=True)
+    finally:
+        os.close(folder)
 
 
 def _fill(source: Path, fd: int, fsync: bool) -> None:

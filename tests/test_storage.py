@@ -23,10 +23,20 @@ def files_under(folder: Path) -> list[Path]:
 
 
 @pytest.fixture(params=["anonymous", "named"])
-def mode(request, monkeypatch):
+def mode(request, monkeypatch, tmp_path):
     """Both ways of writing: O_TMPFILE, and the named temporary file used without it."""
     if request.param == "named":
         monkeypatch.setattr(storage, "_anonymous_file", lambda folder: None)
+    else:  # the anonymous file must really be linked, not silently replaced by a named one
+        probe = storage._anonymous_file(tmp_path)
+        if probe is None:
+            pytest.skip("this file system has no O_TMPFILE")
+        os.close(probe)
+
+        def no_named_file(*args, **kwargs):
+            raise AssertionError("store_file fell back to a named temporary file")
+
+        monkeypatch.setattr(storage.tempfile, "mkstemp", no_named_file)
     return request.param
 
 
