@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 from webtest import TestApp
 
-from sendit_core.models import Batch, BatchStatus, HeaderValue, Image, IngestError, Job
+from sendit_core.models import Batch, HeaderValue, Image
 from sendit_core.pipeline import Ingestor, import_now, iter_files, submit
 from sendit_core.testing import PASSWORD, csrf_token, login
 

@@ -79,7 +79,7 @@ def test_queue_for_workers(ini, folder):
 
 def test_wait_follows_a_worker_until_done(make_app, make_settings, broker_url, folder, tmp_path):
     overrides = broker_settings(broker_url)
-    app = make_app(builtins=(), plugins=[sendit_example], settings=overrides)
+    make_app(builtins=(), plugins=[sendit_example], settings=overrides)  # creates the database
     ini = write_ini(tmp_path / "app.ini", make_settings(overrides))
     worker = subprocess.Popen([SENDIT, "worker", str(ini)], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)

@@ -21,7 +21,7 @@ from kombu.utils.url import url_to_parts
 from sqlalchemy.engine import make_url
 
 from sendit_core.models import (
-    Batch, BatchStatus, FileOutcome, Image, IngestError, Job, JobFile, get_engine, get_session_factory,
+    Batch, BatchStatus, FileOutcome, Image, IngestError, Job, JobFile,
 )
 from sendit_core.pipeline import Ingestor, import_now, iter_files, submit, wait_for_batch
 from sendit_core.testing import TcpProxy, broker_settings, skip_or_fail, write_ini

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 import sendit_example
-from sqlalchemy import select
 from webtest import TestApp
 
 from sendit_core import events, hookimpl, hookspecs

@@ -1,5 +1,4 @@
 """The layout, error pages and the core pages, through WebTest."""
-from pyramid.view import view_config
 from webtest import TestApp
 
 from sendit_core import hookimpl

@@ -2,7 +2,6 @@
 and every outcome under control). DICOM files are in test_ingest_dicom.py."""
 import os
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -317,7 +316,6 @@ def test_a_worker_started_later_finds_queued_jobs_whose_message_was_lost(make_ap
 
 def test_the_web_app_runs_a_worker_thread_on_the_embedded_default(make_settings, tmp_path):
     from sendit_core import main
-    from sendit_core.models import get_engine, get_session_factory
 
     raw = make_settings({"sendit.worker": "thread", "sendit.plugins.disabled": "sendit_pydicom"})
     app = main({"here": str(tmp_path)}, **raw)
@@ -370,3 +368,48 @@ def test_storage_copies_through_user_space_when_the_kernel_cannot(tmp_path, monk
     other.write_bytes(b"different")
     assert storage.store_file(other, tmp_path / "store", "1/a.dcm") is storage.Stored.CONFLICT
     assert [p.name for p in (tmp_path / "store" / "1").iterdir()] == ["a.dcm"]
+
+
+@pytest.fixture
+def one_job_app(make_app):
+    """One job for a whole folder, written in chunks of three files."""
+    return make_app(builtins=(), plugins=[sendit_example],
+                    settings={"sendit.import.job_size": "100", "sendit.worker.commit_every": "3"})
+
+
+@pytest.mark.parametrize("ahead", [True, False], ids=["prepare-ahead", "one-by-one"])
+def test_chunks_prepared_ahead_or_not_import_the_same(one_job_app, tmp_path, ahead):
+    """The next chunk is parsed and stored in a thread while this one is written;
+    a UID repeated across chunks is still caught, and the outcomes are the same."""
+    app, factory = one_job_app, one_job_app.registry["dbsession_factory"]
+    src = tmp_path / "many"
+    for i in range(10):
+        example_file(src, f"{i:02d}.ex", f"1.5.{i}")
+    example_file(src, "10-again.ex", "1.5.0")  # the same file as 00.ex, three chunks later
+    example_file(src, "11-other.ex", "1.5.1", "PatientID=X\n")  # a different file, same UID
+    submission = submit(factory, app.settings, iter_files([src]), publish=False)
+    ingestor = Ingestor(app.settings, app.pm, factory)
+    ingestor.prepare_ahead = ahead
+    result = import_now(ingestor, submission)
+    assert (result.imported, result.duplicates, result.errors) == (10, 1, 1)
+    assert [e[0] for e in errors_of(factory, submission.batch_id).values()] == ["store"]
+
+
+def test_a_stop_between_chunks_leaves_the_chunk_prepared_ahead_to_the_next_run(one_job_app, tmp_path):
+    """Stopped after its first chunk, a worker has already stored the second one's
+    files; the job goes back to the queue and the next run imports them once."""
+    app, factory = one_job_app, one_job_app.registry["dbsession_factory"]
+    src = tmp_path / "stopped"
+    for i in range(9):
+        example_file(src, f"{i:02d}.ex", f"1.6.{i}")
+    submission = submit(factory, app.settings, iter_files([src]), publish=False)
+    first = Ingestor(app.settings, app.pm, factory)
+    first.on_chunk = lambda result, size: first.stop_requested.set()
+    assert first.run_job(submission.job_ids[0]).imported == 3
+    with factory() as db:
+        assert db.get(Job, submission.job_ids[0]).status is JobStatus.QUEUED
+    result = Ingestor(app.settings, app.pm, factory).run_job(submission.job_ids[0])
+    assert (result.imported, result.duplicates, result.errors) == (6, 0, 0)
+    with factory() as db:
+        assert db.scalar(select(func.count()).select_from(Image)) == 9
+        assert db.get(Batch, submission.batch_id).status is BatchStatus.DONE

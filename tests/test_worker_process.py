@@ -1,5 +1,4 @@
 """Standalone `sendit worker` processes: killed mid-batch, nothing is lost or doubled."""
-import os
 import signal
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import pytest
 import sendit_example
 from sqlalchemy import func, select
 
-from sendit_core.models import Batch, BatchStatus, FileOutcome, Image, JobFile, get_engine, get_session_factory
+from sendit_core.models import Batch, BatchStatus, FileOutcome, Image, JobFile
 from sendit_core.pipeline import iter_files, submit, wait_for_batch
 from sendit_core.testing import broker_settings, write_ini
 
