@@ -645,6 +645,36 @@ def _glob_sqlite(element, compiler, **kw):
     return f"({compiler.process(column, **kw)} GLOB {compiler.process(glob_pattern, **kw)})"
 
 
+class _in_set(FunctionElement):
+    """``column`` is one of the ids a select lists. Arguments: column, the
+    select as a scalar subquery.
+
+    ``IN (subquery)`` on SQLite, which builds the set once. On PostgreSQL,
+    ``= ANY(ARRAY(subquery))``: the set is built once too (an init plan), and
+    the images are then fetched by their ids. With ``IN`` the planner turns the
+    set into a semi-join, and for a sorted page (``ORDER BY id DESC LIMIT 50``)
+    it walked the images from the newest, checking each against the set, on an
+    estimate of how many match that it cannot know (the values are
+    parameters): 150–370 ms for conditions matching a few hundred of 20,000
+    images, 5–15 ms this way (bench/search.py).
+    """
+
+    inherit_cache = True
+    name = "sendit_in_set"
+
+
+@compiles(_in_set)
+def _in_set_default(element, compiler, **kw):
+    column, ids = list(element.clauses)
+    return f"({compiler.process(column, **kw)} IN {compiler.process(ids, **kw)})"
+
+
+@compiles(_in_set, "postgresql")
+def _in_set_postgresql(element, compiler, **kw):
+    column, ids = list(element.clauses)
+    return f"({compiler.process(column, **kw)} = ANY(ARRAY{compiler.process(ids, **kw)}))"
+
+
 class _lower(FunctionElement):
     """Unicode lower case: ``lower()`` on PostgreSQL; on SQLite (whose ``lower``
     knows only ASCII) the ``sendit_lower`` function registered below."""
@@ -1116,10 +1146,12 @@ def image_filter(text: str | None) -> ColumnElement[bool]:
     tree = _flatten(tree)
     ids = _set(tree)
     if ids is not None:
-        return Image.id.in_(ids)
+        return _in_set(Image.__table__.c.id, ids.scalar_subquery())
     if isinstance(tree, Not):
         ids = _set(tree.node)
         if ids is not None:
+            # NOT IN: a hashed set on both databases (PostgreSQL would scan
+            # an array once per image)
             return Image.id.not_in(ids)
     return _probe(tree, Image.__table__.c.id)
 
