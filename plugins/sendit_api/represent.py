@@ -22,6 +22,7 @@ BATCH_COLUMNS = (Batch.id, Batch.name, Batch.status, Batch.source, Batch.image_c
                  Batch.updated_at, Batch.finished_at)
 ERROR_COLUMNS = (IngestError.id, IngestError.batch_id, IngestError.path, IngestError.step,
                  IngestError.message, IngestError.created_at)
+_IMAGE_WIDTH = len(IMAGE_COLUMNS)
 _ID = "999999999999"
 
 
@@ -55,6 +56,7 @@ class Links:
         self.request = request
         self._templates: dict[str, tuple[str, str] | None] = {}
         self._sets: dict[tuple, list] = {}
+        self._image_templates: list[tuple[str, str] | None] | None = None
 
     def template(self, route: str) -> tuple[str, str] | None:
         """``route``'s URL around its id, or ``None`` when no plugin serves that route."""
@@ -88,14 +90,27 @@ class Links:
         }
 
     def image(self, row: Any) -> dict[str, Any]:
+        """An image row of :data:`IMAGE_COLUMNS` (more columns after them are ignored).
+
+        The hot loop of every image list: the row is unpacked by position and
+        its links formatted inline, which takes a third of the time of reading
+        thirteen attributes of a SQLAlchemy row and looping over the links.
+        """
+        (ident, batch, sop, sop_class, study, series, modality, number, syntax, size, sha256,
+         name, created) = row[:_IMAGE_WIDTH]
+        if self._image_templates is None:
+            self._image_templates = [self.template(route) for _, route, _ in self.IMAGE]
+        own, of_batch, headers, file, html = self._image_templates  # the keys of IMAGE, in order
         return {
-            "id": row.id, "batch": row.batch_id, "sop_instance_uid": row.sop_instance_uid,
-            "sop_class_uid": row.sop_class_uid, "study_instance_uid": row.study_instance_uid,
-            "series_instance_uid": row.series_instance_uid, "modality": row.modality,
-            "instance_number": row.instance_number, "transfer_syntax_uid": row.transfer_syntax_uid,
-            "size": row.size, "sha256": row.sha256, "original_name": row.original_name,
-            "created_at": iso(row.created_at),
-            "links": self.links(row, self.IMAGE),
+            "id": ident, "batch": batch, "sop_instance_uid": sop, "sop_class_uid": sop_class,
+            "study_instance_uid": study, "series_instance_uid": series, "modality": modality,
+            "instance_number": number, "transfer_syntax_uid": syntax, "size": size,
+            "sha256": sha256, "original_name": name, "created_at": iso(created),
+            "links": {"self": own and f"{own[0]}{ident}{own[1]}",
+                      "batch": of_batch and f"{of_batch[0]}{batch}{of_batch[1]}",
+                      "headers": headers and f"{headers[0]}{ident}{headers[1]}",
+                      "file": file and f"{file[0]}{ident}{file[1]}",
+                      "html": html and f"{html[0]}{ident}{html[1]}"},
         }
 
     def error(self, row: Any) -> dict[str, Any]:

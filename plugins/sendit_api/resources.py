@@ -15,7 +15,7 @@ import colander
 from cornice import Service
 from pydicom.datadict import tag_for_keyword
 from pyramid.response import FileResponse, Response
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, bindparam, func, or_, select
 
 from sendit_core import batches as core_batches
 from sendit_core.models import Batch, BatchStatus, HeaderField, HeaderValue, Image, IngestError
@@ -24,7 +24,7 @@ from sendit_core.uploads import UploadError, receive_upload
 
 from .elements import Row, nest
 from .openapi import error, ok, operation, responses
-from .paging import Count, cached_count, list_etag, paginate
+from .paging import Count, cached_count, list_etag, paginate, statement
 from .params import (ApiError, CommaList, error_response, id_path, integer, paging, request_schema,
                      text)
 from .represent import BATCH_COLUMNS, ERROR_COLUMNS, IMAGE_COLUMNS, Links
@@ -133,14 +133,15 @@ NEW_BATCH_BODY = {
 # -- helpers ----------------------------------------------------------------------------------
 
 
-_COLUMNS = {Batch: BATCH_COLUMNS, Image: (*IMAGE_COLUMNS, Image.stored_path)}
+#: one object by id, as plain rows read through Core (statements built once: see paging.statement)
+_BY_ID = {Batch: select(*BATCH_COLUMNS).where(Batch.id == bindparam("id")),
+          Image: select(*IMAGE_COLUMNS, Image.stored_path).where(Image.id == bindparam("id"))}
 
 
 def _get(request, model, what: str):
     """The row whose id is in the path (plain columns, read through Core), or a 404."""
     ident = request.validated["id"]
-    row = request.dbsession.connection().execute(
-        select(*_COLUMNS[model]).where(model.id == ident)).first()
+    row = request.dbsession.connection().execute(_BY_ID[model], {"id": ident}).first()
     if row is None:
         raise ApiError(404, f"There is no {what} {ident}.")
     return row
@@ -188,14 +189,16 @@ def list_batches(request):
         filters.append(Batch.name.ilike(f"%{_like_escape(v['name'])}%", escape="\\"))
     if "source" in v:
         filters.append(Batch.source == v["source"])
-    stmt = select(*BATCH_COLUMNS).where(*filters).order_by(Batch.id)
     if filters:
+        stmt, shape = select(*BATCH_COLUMNS).where(*filters).order_by(Batch.id), None
         key = ("batches", tuple(v.get("status", ())), v.get("name"), v.get("source"))
         count = Count(cached_count(request, key, stmt))
     else:
+        shape = ("batches",)
+        stmt = statement(shape, lambda: select(*BATCH_COLUMNS).order_by(Batch.id))
         count = Count(request.sendit_api_stamp.batches)
     list_etag(request)
-    return paginate(request, stmt, count, Links(request).batch)
+    return paginate(request, stmt, count, Links(request).batch, shape=shape)
 
 
 @operation(batch, "GET", schema=BATCH_ONE, summary="A batch", tag="batches",
@@ -232,52 +235,67 @@ def delete_batch(request):
     return Response(status=204)
 
 
+#: the filters of an image list that compare one column with the parameter's value
+IMAGE_FILTERS = (("batch", Image.batch_id), ("modality", Image.modality),
+                 ("study_instance_uid", Image.study_instance_uid),
+                 ("series_instance_uid", Image.series_instance_uid),
+                 ("sop_instance_uid", Image.sop_instance_uid))
+
+
 def _image_list(request, batch_row=None):
     v = request.validated
-    filters = []
-    batch_id = batch_row.id if batch_row is not None else v.get("batch")
-    if batch_id is not None:
-        filters.append(Image.batch_id == batch_id)
-    for name, column in (("modality", Image.modality), ("study_instance_uid", Image.study_instance_uid),
-                         ("series_instance_uid", Image.series_instance_uid),
-                         ("sop_instance_uid", Image.sop_instance_uid)):
-        if name in v:
-            filters.append(column == v[name])
+    params = {name: v[name] for name, _ in IMAGE_FILTERS if name in v}
+    if batch_row is not None:
+        params["batch"] = batch_row.id
+    batch_id = params.get("batch")
     query = v.get("q", "").strip()
-    if query:
+    names = tuple(name for name, _ in IMAGE_FILTERS if name in params)
+    columns = [(name, column) for name, column in IMAGE_FILTERS if name in params]
+
+    def build(*more):
+        return (select(*IMAGE_COLUMNS).where(*(c == bindparam(n) for n, c in columns), *more)
+                .order_by(Image.id))
+
+    if query:  # a search: its statement is as varied as the queries, so built each time
         try:
-            filters.append(image_filter(query))
+            condition = image_filter(query)
         except QueryError as exc:
             raise _query_error(str(exc), exc.position) from None
         except RecursionError:  # the parser recurses per parenthesis
             raise _query_error("the query nests too deeply (too many parentheses)", None) from None
-    stmt = select(*IMAGE_COLUMNS).where(*filters).order_by(Image.id)
+        stmt, shape = build(condition), None
+    else:
+        shape = ("images", names)
+        stmt = statement(shape, build)
     seek = None
-    if len(filters) == 0:
+    if not names and not query:
         count = request.sendit_api_totals.images
         seek = _dense_seek(request, count)
-    elif len(filters) == 1 and batch_id is not None:
+    elif names == ("batch",) and not query:
         found = batch_row or request.dbsession.connection().execute(
-            select(Batch.image_count).where(Batch.id == batch_id)).first()
+            _BATCH_IMAGE_COUNT, {"id": batch_id}).first()
         count = found.image_count if found is not None else 0
     else:
-        key = ("images", batch_id, *(v.get(n) for n in ("modality", "study_instance_uid",
-                                                         "series_instance_uid", "sop_instance_uid")), query)
-        count = cached_count(request, key, stmt)
+        key = ("images", *(params.get(name) for name, _ in IMAGE_FILTERS), query)
+        count = cached_count(request, key, stmt, params=params)
     list_etag(request)
-    return paginate(request, stmt, Count(count), Links(request).image, seek=seek)
+    return paginate(request, stmt, Count(count), Links(request).image, seek=seek, shape=shape,
+                    params=params)
 
 
-def _dense_seek(request, count: int):
+_BATCH_IMAGE_COUNT = select(Batch.image_count).where(Batch.id == bindparam("id"))
+_IMAGE_ID_RANGE = select(select(func.min(Image.id)).scalar_subquery(),
+                         select(func.max(Image.id)).scalar_subquery())
+
+
+def _dense_seek(request, count: int) -> tuple[Any, int] | None:
     """When image ids run without a gap (no batch deleted), page N of all images
     starts at a known id: seek to it through the primary key instead of
     stepping over the rows before it. ``count`` (the batch counters) is exact."""
-    lowest, highest = request.dbsession.connection().execute(select(
-        select(func.min(Image.id)).scalar_subquery(),
-        select(func.max(Image.id)).scalar_subquery())).one()
+    lowest, highest = request.dbsession.connection().execute(_IMAGE_ID_RANGE).one()
     if lowest is None or highest - lowest + 1 != count:
         return None
-    return lambda offset: Image.id >= lowest + offset
+    return Image.id, lowest
 
 
 def _query_error(message: str, position: int | None) -> ApiError:
@@ -301,9 +319,11 @@ def list_batch_images(request):
 def list_batch_errors(request):
     """The files of the batch that could not be imported: which file, which step, why."""
     found = _get(request, Batch, "batch")
-    stmt = select(*ERROR_COLUMNS).where(IngestError.batch_id == found.id).order_by(IngestError.id)
+    stmt = statement(("errors",), lambda: select(*ERROR_COLUMNS)
+                     .where(IngestError.batch_id == bindparam("batch")).order_by(IngestError.id))
     list_etag(request)
-    return paginate(request, stmt, Count(found.error_count), Links(request).error)
+    return paginate(request, stmt, Count(found.error_count), Links(request).error,
+                    shape=("errors",), params={"batch": found.id})
 
 
 # -- uploads ------------------------------------------------------------------------------------
@@ -397,6 +417,13 @@ def get_image(request):
     return Links(request).image(found)
 
 
+_IMAGE_HEADER_ROWS = (
+    select(HeaderField.tag_path, HeaderField.keyword_path, HeaderField.vr, HeaderField.private_creator,
+           HeaderValue.item, HeaderValue.position, HeaderValue.value_text, HeaderValue.value_num)
+    .join(HeaderField, HeaderField.id == HeaderValue.field_id)
+    .where(HeaderValue.image_id == bindparam("id")))
+
+
 @operation(image_headers, "GET", schema=IMAGE_ONE, summary="An image's header", tag="images",
            responses=responses(ok("ImageHeaders", "Every indexed element, sequences nested."),
                                error(400), error(404)))
@@ -404,12 +431,7 @@ def get_image_headers(request):
     """Every data element of the image, in tag order, sequences with their
     items nested (pixel data and other binary values are not indexed)."""
     found = _get(request, Image, "image")
-    rows = request.dbsession.connection().execute(
-        select(HeaderField.tag_path, HeaderField.keyword_path, HeaderField.vr,
-               HeaderField.private_creator, HeaderValue.item, HeaderValue.position,
-               HeaderValue.value_text, HeaderValue.value_num)
-        .join(HeaderField, HeaderField.id == HeaderValue.field_id)
-        .where(HeaderValue.image_id == found.id)).all()
+    rows = request.dbsession.connection().execute(_IMAGE_HEADER_ROWS, {"id": found.id}).all()
     elements = nest(Row(*row) for row in rows)
     _image_etag(request, found, "-h")
     links = Links(request)
