@@ -30,6 +30,24 @@ VIEW = "view"
 SESSION_KEY = "sendit.auth"
 
 
+#: peers whose X-Forwarded-For is believed: a reverse proxy on this machine
+LOCAL_PROXIES = frozenset({"127.0.0.1", "::1"})
+
+
+def client_address(request) -> str:
+    """Who is asking, as the login throttle counts clients.
+
+    The peer's address; but when the peer is a proxy on this machine, the
+    address that proxy added last to ``X-Forwarded-For`` (the one it saw:
+    entries before it are whatever the client claimed, so never trusted).
+    """
+    peer = request.remote_addr or "unknown"
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    if peer in LOCAL_PROXIES and forwarded.strip():
+        return forwarded.rpartition(",")[2].strip() or peer
+    return peer
+
+
 def is_api_request(request) -> bool:
     """True for requests under ``/api/`` (JSON errors, HTTP Basic)."""
     return request.path_info.startswith("/api/")
@@ -98,7 +116,7 @@ class Lockdown:
 
     def attempt(self, request, candidate: str) -> bool | None:
         """Check a password for this client: True, False, or None when throttled."""
-        client = request.client_addr or "unknown"
+        client = client_address(request)
         if self.throttle.retry_after(client):
             return None
         if self.check_password(candidate):

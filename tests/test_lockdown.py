@@ -97,6 +97,24 @@ def test_throttling_is_per_client(anon_app, app):
     assert login(other).status_int == 303
 
 
+def test_behind_a_local_proxy_the_client_is_the_address_the_proxy_added(app):
+    """nginx on this machine appends the address it saw to X-Forwarded-For: that
+    one is the client. What the client wrote there itself is never believed, and
+    from a peer that is not a local proxy the header is ignored altogether."""
+    def through(peer, forwarded):
+        return TestApp(app.wsgi, extra_environ={"REMOTE_ADDR": peer,
+                                                "HTTP_X_FORWARDED_FOR": forwarded})
+
+    for _ in range(5):  # the attacker claims a new address in every request
+        assert login(through("127.0.0.1", f"10.9.9.{_}, 203.0.113.7"), "wrong").status_int == 401
+    assert login(through("127.0.0.1", "10.9.9.99, 203.0.113.7")).status_int == 429
+    assert login(through("127.0.0.1", "203.0.113.8")).status_int == 303  # someone else
+    for _ in range(5):  # a remote peer's own header: its address is what counts
+        login(through("198.51.100.1", f"10.8.8.{_}"), "wrong")
+    assert login(through("198.51.100.1", "10.8.8.99")).status_int == 429
+    assert login(through("198.51.100.2", "198.51.100.1")).status_int == 303
+
+
 def test_the_throttle_forgets_after_its_window():
     from sendit_core.security import LoginThrottle
 

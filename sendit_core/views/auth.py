@@ -7,7 +7,7 @@ from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.security import NO_PERMISSION_REQUIRED, forget, remember
 from pyramid.view import view_config
 
-from ..security import ADMIN
+from ..security import ADMIN, client_address
 
 
 def safe_next(request, target: str | None) -> str:
@@ -39,7 +39,7 @@ def login(request):
         request.session.flash("You are logged in.", "success")
         return HTTPSeeOther(safe_next(request, next_url), headers=headers)
     if result is None:
-        wait = lockdown.throttle.retry_after(request.client_addr or "unknown")
+        wait = lockdown.throttle.retry_after(client_address(request))
         request.response.status = 429
         request.response.headers["Retry-After"] = str(wait)
         error = (f"Too many failed attempts from your address. "
