@@ -5,8 +5,10 @@
    synthetic DICOM files (32x32, 200 series of 1,000 slices, ~110 header
    elements each) with ``sendit_core.synth``.
 2. Imports them into a fresh sendit (``sendit import --now``, SQLite, or the
-   database given with ``--database-url``) and serves it with waitress
-   (``pserve``, 4 threads) in its own process.
+   database given with ``--database-url``) and serves it with ``pserve`` the
+   way production.ini does: gunicorn, ``--processes`` server processes (2, one
+   per core here) of 4 threads; ``--server waitress`` serves it as
+   development.ini does (one process, 4 threads).
 3. Uploads the same files into a fresh Orthanc (Debian's package, on loopback).
 4. Runs ``wrk`` (Debian's package) for ``--seconds`` each, with 8 connections
    (throughput) and with 1 (one client's latency), on:
@@ -53,7 +55,19 @@ def api_corpus(root: Path, files: int) -> Path:
     return ingest.corpus(root, "api", files)
 
 
-def sendit_ini(workdir: Path, port: int, database_url: str | None) -> Path:
+#: how sendit is served: as production.ini does (gunicorn, a process per core), or
+#: as development.ini does (waitress, one process); ``--server`` picks
+SERVERS = {
+    "gunicorn": lambda port, processes: [
+        "use = egg:gunicorn#main", f"bind = 127.0.0.1:{port}", f"workers = {processes}",
+        "worker_class = gthread", "threads = 4", "keepalive = 5"],
+    "waitress": lambda port, processes: [
+        "use = egg:waitress#main", f"listen = 127.0.0.1:{port}", "threads = 4"],
+}
+
+
+def sendit_ini(workdir: Path, port: int, database_url: str | None, server: str = "gunicorn",
+               processes: int = 2) -> Path:
     ini = workdir / "sendit.ini"
     ini.write_text("\n".join([
         "[app:main]", "use = egg:sendit",
@@ -61,7 +75,7 @@ def sendit_ini(workdir: Path, port: int, database_url: str | None) -> Path:
         "sendit.storage_dir = storage", "sendit.var_dir = var", "sendit.data_dir = var/data",
         f"sendit.lockdown.password = {PASSWORD}", "sendit.session.secret = " + "b" * 40,
         "sendit.worker = external", "sendit.db.auto_create = false",
-        "", "[server:main]", "use = egg:waitress#main", f"listen = 127.0.0.1:{port}", "threads = 4",
+        "", "[server:main]", *SERVERS[server](port, processes),
         "", "[loggers]", "keys = root", "[handlers]", "keys = console", "[formatters]", "keys = plain",
         "[logger_root]", "level = ERROR", "handlers = console",  # not waitress's queue-depth warnings
         "[handler_console]", "class = StreamHandler", "args = (sys.stderr,)", "formatter = plain",
@@ -87,11 +101,11 @@ def import_sendit(folder: Path, workdir: Path, database_url: str | None) -> floa
 
 
 class Sendit:
-    """``pserve`` on the bench ini, in its own process."""
+    """``pserve`` on the bench ini, in its own process (or processes)."""
 
-    def __init__(self, workdir: Path, database_url: str | None):
+    def __init__(self, workdir: Path, database_url: str | None, server: str, processes: int):
         self.port = ingest.free_port()
-        ini = sendit_ini(workdir, self.port, database_url)
+        ini = sendit_ini(workdir, self.port, database_url, server, processes)
         self.log = open(workdir / "pserve.log", "w")
         self.proc = subprocess.Popen([str(BIN / "pserve"), str(ini)], cwd=workdir,
                                      stdout=self.log, stderr=subprocess.STDOUT)
@@ -197,7 +211,7 @@ def measure(args, work: Path, folder: Path, files: list[Path], rng: random.Rando
         seconds = import_sendit(folder, work / "sendit", args.database_url)
         (work / "sendit" / "imported").write_text(str(len(files)))
         print(f"sendit: imported {len(files):,} files in {seconds:.0f} s", flush=True)
-    server = Sendit(work / "sendit", args.database_url)
+    server = Sendit(work / "sendit", args.database_url, args.server, args.processes)
     try:
         ids = list(range(1, len(files) + 1))
         page_paths = [f"/api/images?page={rng.randint(1, pages)}&page_size={PAGE}" for _ in range(2000)]
@@ -240,6 +254,11 @@ def main(argv=None) -> int:
     parser.add_argument("--database-url", help="sendit's database (default: a fresh SQLite file); "
                                                "a PostgreSQL database must be empty")
     parser.add_argument("--no-orthanc", action="store_true", help="measure sendit only")
+    parser.add_argument("--server", choices=sorted(SERVERS), default="gunicorn",
+                        help="serve sendit as production.ini does (gunicorn, default) or as "
+                             "development.ini does (waitress, one process)")
+    parser.add_argument("--processes", type=int, default=2,
+                        help="gunicorn's server processes (default 2: one per core here)")
     parser.add_argument("--workdir", type=Path, help="keep the imported sendit and Orthanc here and reuse "
                                                      "them on the next run (default: a temporary folder)")
     args = parser.parse_args(argv)
@@ -256,7 +275,10 @@ def main(argv=None) -> int:
         work = args.workdir or Path(tmp)
         counts = measure(args, work, folder, files, rng, pages, has_orthanc, results)
     database = "PostgreSQL" if args.database_url else "SQLite"
-    print(f"\nwrk, {args.seconds} s per run, {len(files):,} images ({database}); random pages / random images:\n")
+    served = (f"gunicorn, {args.processes} processes" if args.server == "gunicorn"
+              else "waitress, 1 process")
+    print(f"\nwrk, {args.seconds} s per run, {len(files):,} images ({database}, {served}); "
+          "random pages / random images:\n")
     print("| request | connections | sendit req/s | sendit p50 | sendit p99 | Orthanc req/s | Orthanc p50 | Orthanc p99 | req/s sendit/Orthanc |")
     print("|---|---|---|---|---|---|---|---|---|")
     for key, title, connections in (

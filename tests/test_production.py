@@ -1,5 +1,5 @@
-"""production.ini for real: PostgreSQL, the external broker, waitress, a separate
-worker process, log files, secure cookies and the security headers.
+"""production.ini for real: PostgreSQL, the external broker, gunicorn's server
+processes, a separate worker process, log files, secure cookies and the security headers.
 
 Runs against ``SENDIT_TEST_DATABASE_URL`` and ``SENDIT_TEST_BROKER_URL`` (CI
 sets both; elsewhere the test skips with the reason).
@@ -64,7 +64,7 @@ def deployment(services, tmp_path):
                      ("/var/lib/sendit", str(tmp_path / "lib")),
                      ("/var/log/sendit", str(tmp_path / "log")),
                      ("/run/sendit", str(tmp_path / "run")),
-                     ("listen = 127.0.0.1:6543", f"listen = 127.0.0.1:{port}")):
+                     ("bind = 127.0.0.1:6543", f"bind = 127.0.0.1:{port}")):
         assert old in text_, f"production.ini no longer has {old!r}"
         text_ = text_.replace(old, new)
     text_ = text_.replace("sendit.broker_url", f"sendit.broker.queue = sendit.prod.{uuid.uuid4().hex[:8]}\n"
@@ -135,7 +135,10 @@ def test_production_ini_serves_imports_and_logs_on_postgresql_and_the_broker(dep
             assert web.poll() is None, web.stdout.read()
             return False
 
-    wait_for(answering, what="waitress to answer")
+    wait_for(answering, what="the server to answer")
+    servers = subprocess.run(["ps", "--ppid", str(web.pid), "-o", "pid="], capture_output=True,
+                             text=True).stdout.split()
+    assert len(servers) == 2, servers  # production.ini's workers: one server process per core
 
     # the lockdown, cookies and headers of a production deployment
     status, headers, _ = get(d.url, "/")
@@ -143,7 +146,7 @@ def test_production_ini_serves_imports_and_logs_on_postgresql_and_the_broker(dep
     status, headers, _ = get(d.url, "/login")
     assert "Strict-Transport-Security" in headers and "unsafe-inline" not in headers[
         "Content-Security-Policy"]
-    assert headers.get("Server", "").startswith("sendit")
+    assert not any(c.isdigit() for c in headers.get("Server", "")), headers  # no version told
     assert get(d.url, "/", password="wrong")[0] in (302, 303, 401)
 
     folder = d.tmp / "scan-0001"
@@ -157,6 +160,10 @@ def test_production_ini_serves_imports_and_logs_on_postgresql_and_the_broker(dep
 
     status, _, html = get(d.url, "/", password=PASSWORD)
     assert status == 200 and "scan-0001" in html
+    # every server process reads the new batch (each has a pool of its own, none the parent's)
+    for _ in range(20):
+        status, _, body = get(d.url, "/api/batches?name=scan-0001", password=PASSWORD)
+        assert status == 200 and '"count":1' in body.replace(" ", ""), body
 
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(30) == 0

@@ -5,6 +5,8 @@ Public functions other modules and plugins use: :func:`get_engine`,
 """
 from __future__ import annotations
 
+import os
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +41,29 @@ def get_engine(settings: dict[str, Any], prefix: str = "sqlalchemy.") -> Engine:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_engine(url, pool_pre_ping=True)
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    _new_pool_after_fork(engine)
+    return engine
+
+
+def _new_pool_after_fork(engine: Engine) -> None:
+    """A forked child (a server process of production.ini's gunicorn, which
+    loads the app before it forks) starts with an empty pool of its own.
+
+    A database connection shared by two processes corrupts both sides'
+    conversations, so the child forgets the parent's connections without
+    closing them (closing would end them for the parent too, and would drop
+    SQLite's locks the parent holds): SQLAlchemy's ``dispose(close=False)``.
+    """
+    ref = weakref.ref(engine)
+
+    def forget() -> None:
+        found = ref()
+        if found is not None:
+            found.dispose(close=False)
+
+    os.register_at_fork(after_in_child=forget)
 
 
 def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
