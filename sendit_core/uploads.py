@@ -115,8 +115,8 @@ UPLOAD_SETTINGS: tuple[Setting, ...] = (
             "as it passes the limit."),
     Setting("sendit.upload.max_request_mb", "1024", positive(to_int),
             "Largest upload request, in MB (the upload page splits bigger selections into "
-            "several requests); refused (413) before its body is read. Keep waitress's "
-            "max_request_body_size (1 GB by default) at least this large."),
+            "several requests); refused (413) before its body is read. Under waitress, keep "
+            "its max_request_body_size (1 GB by default) at least this large."),
     Setting("sendit.upload.max_files", "10000", positive(to_int),
             "Most files one upload request may carry (the upload page splits bigger "
             "selections into several requests)."),

@@ -21,7 +21,7 @@ from .views import TEMPLATES, live_fragment, panels, refresh_seconds
 log = logging.getLogger(__name__)
 
 LIBRARIES = ("sendit", "pyramid", "pyramid_jinja2", "pluggy", "pydicom", "SQLAlchemy", "alembic",
-             "kombu", "waitress", "watchdog", "cornice", "numpy", "psycopg")
+             "kombu", "waitress", "gunicorn", "watchdog", "cornice", "numpy", "psycopg")
 
 
 @functools.cache
