@@ -8,11 +8,13 @@ the sequence itself has a row of VR ``SQ`` whose number is its item count.
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 
 class Row(NamedTuple):
+    """The columns :func:`nest` reads, in this order."""
+
     tag_path: str
     keyword_path: str
     vr: str
@@ -23,28 +25,32 @@ class Row(NamedTuple):
     value_num: float | None
 
 
-def _node(row: Row) -> dict[str, Any]:
+def _node(tag_path: str, keyword_path: str, vr: str, private_creator: str | None,
+          value_num: float | None) -> dict[str, Any]:
     node: dict[str, Any] = {
-        "tag": row.tag_path.rpartition(".")[2],
-        "keyword": row.keyword_path.rpartition(".")[2],
-        "vr": row.vr,
-        "tag_path": row.tag_path,
-        "keyword_path": row.keyword_path,
-        "private_creator": row.private_creator,
+        "tag": tag_path.rpartition(".")[2],
+        "keyword": keyword_path.rpartition(".")[2],
+        "vr": vr,
+        "tag_path": tag_path,
+        "keyword_path": keyword_path,
+        "private_creator": private_creator,
     }
-    if row.vr == "SQ":
-        count = row.value_num if row.value_num and row.value_num > 0 else 0
+    if vr == "SQ":
+        count = value_num if value_num and value_num > 0 else 0
         node["items"] = [[] for _ in range(min(int(count), 100_000))]
     else:
         node["values"] = []
     return node
 
 
-def nest(rows: Iterable[Row]) -> list[dict[str, Any]]:
+def nest(rows: Iterable[Sequence]) -> list[dict[str, Any]]:
     """The elements of one image, in tag order, each sequence with its items.
 
-    A non-sequence element has ``values`` (its values in order, an empty list
-    for an empty element); a sequence has ``items``, each a list of elements.
+    ``rows`` are tuples (or database rows) in the order of :class:`Row`'s
+    fields, read by position: an image has a hundred or more of them, and
+    unpacking costs less than making a named tuple of each. A non-sequence
+    element has ``values`` (its values in order, an empty list for an empty
+    element); a sequence has ``items``, each a list of elements.
     """
     top: list[dict[str, Any]] = []
     nodes: dict[tuple[str, str], dict[str, Any]] = {}
@@ -57,7 +63,7 @@ def nest(rows: Iterable[Row]) -> list[dict[str, Any]]:
         parent_item, _, index = item.rpartition(".")
         parent = nodes.get((parent_path, parent_item))
         if parent is None:  # a sequence row that was never stored: make its place
-            parent = _node(Row(parent_path, parent_path, "SQ", None, parent_item, 0, None, 0))
+            parent = _node(parent_path, parent_path, "SQ", None, 0)
             nodes[(parent_path, parent_item)] = parent
             attach(parent, parent_path, parent_item)
         items = parent.setdefault("items", [])
@@ -68,14 +74,14 @@ def nest(rows: Iterable[Row]) -> list[dict[str, Any]]:
 
     # tag order within each item and value order within each element is all that
     # matters: an element lands in its item's slot whatever order items come in
-    for row in sorted(rows, key=_ORDER):
-        key = (row.tag_path, row.item)
+    for tag_path, keyword_path, vr, creator, item, _, text, number in sorted(rows, key=_ORDER):
+        key = (tag_path, item)
         node = nodes.get(key)
         if node is None:
-            node = nodes[key] = _node(row)
-            attach(node, row.tag_path, row.item)
-        if row.vr != "SQ" and row.value_text is not None:
-            node.setdefault("values", []).append(row.value_text)
+            node = nodes[key] = _node(tag_path, keyword_path, vr, creator, number)
+            attach(node, tag_path, item)
+        if vr != "SQ" and text is not None:
+            node.setdefault("values", []).append(text)
     return top
 
 

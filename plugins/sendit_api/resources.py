@@ -22,7 +22,7 @@ from sendit_core.models import Batch, BatchStatus, HeaderField, HeaderValue, Ima
 from sendit_core.query import MAX_QUERY_LENGTH, QueryError, image_filter
 from sendit_core.uploads import UploadError, receive_upload
 
-from .elements import Row, nest
+from .elements import nest
 from .openapi import error, ok, operation, responses
 from .paging import Count, cached_count, list_etag, paginate, statement
 from .params import (ApiError, CommaList, error_response, id_path, integer, paging, request_schema,
@@ -432,7 +432,7 @@ def get_image_headers(request):
     items nested (pixel data and other binary values are not indexed)."""
     found = _get(request, Image, "image")
     rows = request.dbsession.connection().execute(_IMAGE_HEADER_ROWS, {"id": found.id}).all()
-    elements = nest(Row(*row) for row in rows)
+    elements = nest(rows)
     _image_etag(request, found, "-h")
     links = Links(request)
     return {"image": found.id, "element_count": len(elements), "elements": elements,
