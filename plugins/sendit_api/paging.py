@@ -65,7 +65,7 @@ _STAMP = select(select(func.count()).select_from(Batch).scalar_subquery(),
 
 def stamp(request) -> Stamp:
     """Read once per request (``request.sendit_api_stamp``)."""
-    row = request.dbsession.connection().execute(_STAMP).one()
+    row = request.dbconnection.execute(_STAMP).one()
     return Stamp(int(row[0]), str(row[1]), int(row[2] or 0))
 
 
@@ -84,7 +84,7 @@ def totals(request) -> Totals:
     cache: CountCache = request.registry["sendit_api.counts"]
 
     def compute() -> tuple[int, int]:
-        row = request.dbsession.connection().execute(_TOTALS).one()
+        row = request.dbconnection.execute(_TOTALS).one()
         return int(row[0]), int(row[1])
 
     return Totals(*cache.get(("totals",), request.sendit_api_stamp.key, compute))
@@ -127,7 +127,7 @@ def cached_count(request, key: Hashable, stmt, counter=None,
         counter = select(func.count()).select_from(stmt.order_by(None).subquery())
 
     def compute() -> int:
-        return int(request.dbsession.connection().execute(counter, params or {}).scalar_one())
+        return int(request.dbconnection.execute(counter, params or {}).scalar_one())
 
     return cache.get(key, version, compute)
 
@@ -225,7 +225,7 @@ def paginate(request, stmt, count: Count, serialize: Callable[[Any], dict],
             values["_page_first"] = seek[1] + pager.offset
         else:
             values["_page_offset"] = pager.offset
-        rows = request.dbsession.connection().execute(page, values).all()
+        rows = request.dbconnection.execute(page, values).all()
     if pager.number > 1 and not rows:
         raise ApiError(404, f"There is no page {pager.number}: with page_size {pager.size} "
                        f"the last page is {pages} ({count.value:,} results).", name="page")

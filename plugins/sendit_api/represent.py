@@ -57,6 +57,7 @@ class Links:
         self._templates: dict[str, tuple[str, str] | None] = {}
         self._sets: dict[tuple, list] = {}
         self._image_templates: list[tuple[str, str] | None] | None = None
+        self._times: dict[datetime | None, str | None] = {}
 
     def template(self, route: str) -> tuple[str, str] | None:
         """``route``'s URL around its id, or ``None`` when no plugin serves that route."""
@@ -101,11 +102,14 @@ class Links:
         if self._image_templates is None:
             self._image_templates = [self.template(route) for _, route, _ in self.IMAGE]
         own, of_batch, headers, file, html = self._image_templates  # the keys of IMAGE, in order
+        created_at = self._times.get(created)
+        if created_at is None:  # the images of one import share a few times: format each once
+            created_at = self._times[created] = iso(created)
         return {
             "id": ident, "batch": batch, "sop_instance_uid": sop, "sop_class_uid": sop_class,
             "study_instance_uid": study, "series_instance_uid": series, "modality": modality,
             "instance_number": number, "transfer_syntax_uid": syntax, "size": size,
-            "sha256": sha256, "original_name": name, "created_at": iso(created),
+            "sha256": sha256, "original_name": name, "created_at": created_at,
             "links": {"self": own and f"{own[0]}{ident}{own[1]}",
                       "batch": of_batch and f"{of_batch[0]}{batch}{of_batch[1]}",
                       "headers": headers and f"{headers[0]}{ident}{headers[1]}",

@@ -141,7 +141,7 @@ _BY_ID = {Batch: select(*BATCH_COLUMNS).where(Batch.id == bindparam("id")),
 def _get(request, model, what: str):
     """The row whose id is in the path (plain columns, read through Core), or a 404."""
     ident = request.validated["id"]
-    row = request.dbsession.connection().execute(_BY_ID[model], {"id": ident}).first()
+    row = request.dbconnection.execute(_BY_ID[model], {"id": ident}).first()
     if row is None:
         raise ApiError(404, f"There is no {what} {ident}.")
     return row
@@ -163,7 +163,7 @@ def _match(request, column, value: str):
     """``column`` equals ``value``; unquoted ``*`` and ``?`` in it are wildcards."""
     if "*" not in value and "?" not in value:
         return column == value
-    if request.dbsession.get_bind().dialect.name == "sqlite":  # GLOB: case-sensitive, uses the index
+    if request.dbconnection.dialect.name == "sqlite":  # GLOB: case-sensitive, uses the index
         pattern = re.sub(r"[\[\]]", lambda m: f"[{m.group(0)}]", value)
         return column.op("GLOB")(pattern)
     pattern = _like_escape(value).replace("*", "%").replace("?", "_")
@@ -272,7 +272,7 @@ def _image_list(request, batch_row=None):
         count = request.sendit_api_totals.images
         seek = _dense_seek(request, count)
     elif names == ("batch",) and not query:
-        found = batch_row or request.dbsession.connection().execute(
+        found = batch_row or request.dbconnection.execute(
             _BATCH_IMAGE_COUNT, {"id": batch_id}).first()
         count = found.image_count if found is not None else 0
     else:
@@ -292,7 +292,7 @@ def _dense_seek(request, count: int) -> tuple[Any, int] | None:
     """When image ids run without a gap (no batch deleted), page N of all images
     starts at a known id: seek to it through the primary key instead of
     stepping over the rows before it. ``count`` (the batch counters) is exact."""
-    lowest, highest = request.dbsession.connection().execute(_IMAGE_ID_RANGE).one()
+    lowest, highest = request.dbconnection.execute(_IMAGE_ID_RANGE).one()
     if lowest is None or highest - lowest + 1 != count:
         return None
     return Image.id, lowest
@@ -431,7 +431,7 @@ def get_image_headers(request):
     """Every data element of the image, in tag order, sequences with their
     items nested (pixel data and other binary values are not indexed)."""
     found = _get(request, Image, "image")
-    rows = request.dbsession.connection().execute(_IMAGE_HEADER_ROWS, {"id": found.id}).all()
+    rows = request.dbconnection.execute(_IMAGE_HEADER_ROWS, {"id": found.id}).all()
     elements = nest(rows)
     _image_etag(request, found, "-h")
     links = Links(request)
@@ -516,7 +516,7 @@ def _fields(request, field: str) -> list[tuple[int, str]]:
     tag_path = tag_path_of(field.strip())
     if tag_path:
         conditions.append(HeaderField.tag_path == tag_path)
-    return [tuple(row) for row in request.dbsession.connection().execute(
+    return [tuple(row) for row in request.dbconnection.execute(
         select(HeaderField.id, HeaderField.vr).where(or_(*conditions)))]
 
 
@@ -610,7 +610,7 @@ def _value_serializer(request):
     def prepare(rows) -> None:
         wanted = {row.field_id for row in rows} - fields.keys()
         if wanted:
-            fields.update((row.id, row) for row in request.dbsession.connection().execute(
+            fields.update((row.id, row) for row in request.dbconnection.execute(
                 select(HeaderField.id, HeaderField.tag_path, HeaderField.keyword_path, HeaderField.vr)
                 .where(HeaderField.id.in_(wanted))))
 
@@ -623,7 +623,7 @@ def _value_serializer(request):
 def _scoped_count(request, key, stmt, batch_id: int | None) -> Count:
     """Every value of every image (of a batch): exact over few images, else estimated."""
     if batch_id is not None:
-        found = request.dbsession.connection().execute(
+        found = request.dbconnection.execute(
             select(Batch.image_count).where(Batch.id == batch_id)).first()
         in_scope = found.image_count if found is not None else 0
     else:
@@ -642,7 +642,7 @@ def _estimate(request, key, batch_id: int | None, in_scope: int) -> int:
         if batch_id is not None:
             sample = sample.where(Image.batch_id == batch_id)
         sample = sample.subquery()
-        sampled, values = request.dbsession.execute(select(
+        sampled, values = request.dbconnection.execute(select(
             select(func.count()).select_from(sample).scalar_subquery(),
             select(func.count()).select_from(HeaderValue)
             .where(HeaderValue.image_id.in_(select(sample.c.id))).scalar_subquery())).one()
