@@ -206,6 +206,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """Run a worker in the foreground until SIGTERM or Ctrl-C."""
     import signal
 
+    from .pipeline import gc_tuned_for_ingest
     from .worker import Worker
 
     settings, pm = read_ini(args.ini)
@@ -220,7 +221,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     print(f"worker {worker.identity} started; stop it with Ctrl-C or SIGTERM", flush=True)
-    worker.run()
+    with gc_tuned_for_ingest():
+        worker.run()
     print(f"worker {worker.identity} stopped after {worker.jobs_done} job(s)")
     return 0
 

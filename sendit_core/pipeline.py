@@ -15,6 +15,7 @@ killed at any point leaves pending files that the next claim picks up.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -23,6 +24,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -706,13 +708,43 @@ def _cut(value: str | None, length: int) -> str | None:
     return value[:length] if value else value
 
 
+#: Allocations (less deallocations) of tracked objects between two collections
+#: of the youngest generation in an ingest process (Python's default: 700).
+INGEST_GC_THRESHOLD = 20_000
+
+
+@contextmanager
+def gc_tuned_for_ingest() -> Iterator[None]:
+    """Make the cyclic garbage collector cheap while this process ingests.
+
+    Each file makes a few hundred objects (rows, tuples, strings) that live
+    until its chunk is written, so with the defaults the collector ran every
+    few files, and its older generations, which hold every module, class and
+    mapper of the application, were walked again and again: 12 % of an import
+    process's time. Everything alive when the block starts is moved out of
+    the collector's sight (``gc.freeze``, which also keeps forked import
+    processes from copying those pages) and the youngest generation is
+    collected less often; cycles are still collected. Both are undone when
+    the block ends.
+    """
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(INGEST_GC_THRESHOLD, *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
 def import_now(ingestor: Ingestor, submission: Submission) -> JobResult:
     """Process a submission's jobs in this process (``sendit import --now``)."""
     total = JobResult()
-    for job_id in submission.job_ids:
-        result = ingestor.run_job(job_id)
-        if result is not None:
-            total.add(result)
+    with gc_tuned_for_ingest():
+        for job_id in submission.job_ids:
+            result = ingestor.run_job(job_id)
+            if result is not None:
+                total.add(result)
     return total
 
 
@@ -761,8 +793,9 @@ def _work_on(settings: dict[str, Any], pm, job_ids: list[int], prepare_ahead: bo
     engine.dispose(close=False)  # the parent's connections stay the parent's
     ingestor = Ingestor(settings, pm, get_session_factory(engine))
     ingestor.prepare_ahead = prepare_ahead
-    for job_id in job_ids:
-        ingestor.run_job(job_id)
+    with gc_tuned_for_ingest():
+        for job_id in job_ids:
+            ingestor.run_job(job_id)
 
 
 def _files_done(factory, submission: Submission) -> int:

@@ -413,3 +413,27 @@ def test_a_stop_between_chunks_leaves_the_chunk_prepared_ahead_to_the_next_run(o
     with factory() as db:
         assert db.scalar(select(func.count()).select_from(Image)) == 9
         assert db.get(Batch, submission.batch_id).status is BatchStatus.DONE
+
+
+def test_an_import_tunes_the_garbage_collector_and_undoes_it(app, tmp_path, monkeypatch):
+    """Collections are rare and skip start-up's objects while files are imported;
+    afterwards the process is as it was (tests and servers call import_now too)."""
+    import gc
+
+    from sendit_core import pipeline
+
+    seen = []
+    real_run_job = Ingestor.run_job
+
+    def run_job(self, job_id):
+        seen.append((gc.get_threshold()[0], gc.get_freeze_count()))
+        return real_run_job(self, job_id)
+
+    monkeypatch.setattr(Ingestor, "run_job", run_job)
+    before = gc.get_threshold(), gc.get_freeze_count()
+    example_file(tmp_path, "a.ex", "1.2.3")
+    _, result, _ = run_import(app, [tmp_path])
+    assert result.imported == 1
+    assert seen and all(threshold == pipeline.INGEST_GC_THRESHOLD and frozen > 0
+                        for threshold, frozen in seen)
+    assert (gc.get_threshold(), gc.get_freeze_count()) == before
