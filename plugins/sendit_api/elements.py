@@ -78,10 +78,16 @@ def nest(rows: Iterable[Sequence]) -> list[dict[str, Any]]:
         key = (tag_path, item)
         node = nodes.get(key)
         if node is None:
-            node = nodes[key] = _node(tag_path, keyword_path, vr, creator, number)
-            attach(node, tag_path, item)
-        if vr != "SQ" and text is not None:
-            node.setdefault("values", []).append(text)
+            if vr == "SQ" or "." in tag_path:
+                node = _node(tag_path, keyword_path, vr, creator, number)
+                attach(node, tag_path, item)
+            else:  # most elements: top level, not a sequence (built inline: the hot path)
+                node = {"tag": tag_path, "keyword": keyword_path, "vr": vr, "tag_path": tag_path,
+                        "keyword_path": keyword_path, "private_creator": creator, "values": []}
+                top.append(node)
+            nodes[key] = node
+        if text is not None and vr != "SQ":
+            node["values"].append(text)
     return top
 
 
