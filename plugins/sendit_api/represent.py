@@ -54,7 +54,13 @@ class Links:
 
     def __init__(self, request):
         self.request = request
-        self._templates: dict[str, tuple[str, str] | None] = {}
+        # kept per app and per application URL (scheme, host, prefix): a route URL costs
+        # more than a small query; bounded, since the Host header is the client's
+        known = request.registry.setdefault("sendit_api.link_templates", {})
+        if len(known) > 256:
+            known.clear()
+        self._templates: dict[str, tuple[str, str] | None] = known.setdefault(
+            request.application_url, {})
         self._sets: dict[tuple, list] = {}
         self._image_templates: list[tuple[str, str] | None] | None = None
         self._times: dict[datetime | None, str | None] = {}
