@@ -56,7 +56,6 @@ def store_file(source: Path, storage_dir: Path, relpath: str, *, fsync: bool = F
     target = storage_dir / relpath
     if target.exists():
         return Stored.IDENTICAL if same_content(source, target) else Stored.CONFLICT
-    target.parent.mkdir(parents=True, exist_ok=True)
     fd = _anonymous_file(target.parent)
     if fd is not None:
         try:
@@ -71,6 +70,7 @@ def store_file(source: Path, storage_dir: Path, relpath: str, *, fsync: bool = F
                 return Stored.NEW
         finally:
             os.close(fd)
+    target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".incoming-", dir=target.parent)
     try:
         try:
@@ -87,12 +87,22 @@ def store_file(source: Path, storage_dir: Path, relpath: str, *, fsync: bool = F
 
 
 def _anonymous_file(folder: Path) -> int | None:
-    """An unnamed file open for writing in ``folder``, or ``None`` where unsupported."""
+    """An unnamed file open for writing in ``folder`` (made if missing), or
+    ``None`` where unsupported.
+
+    The folder is made only when the open says it is missing: most files go
+    to a series folder an earlier file made, and a ``mkdir`` that fails, then
+    a ``stat`` to check the folder is one, cost two system calls a file.
+    """
     flag = getattr(os, "O_TMPFILE", None)
     if flag is None:
         return None
     try:
-        return os.open(folder, flag | os.O_WRONLY, 0o600)
+        try:
+            return os.open(folder, flag | os.O_WRONLY, 0o600)
+        except FileNotFoundError:
+            folder.mkdir(parents=True, exist_ok=True)
+            return os.open(folder, flag | os.O_WRONLY, 0o600)
     except OSError:  # file systems without O_TMPFILE: EOPNOTSUPP, EISDIR on old kernels
         return None
 
@@ -112,8 +122,11 @@ def _link_anonymous(fd: int, target: Path) -> None:
 
 
 def _fill(source: Path, fd: int, fsync: bool) -> None:
-    with open(source, "rb") as src:
-        _copy(src.fileno(), fd)
+    src = os.open(source, os.O_RDONLY)  # a bare descriptor: no buffered file object
+    try:
+        _copy(src, fd)
+    finally:
+        os.close(src)
     if fsync:
         os.fsync(fd)
 
