@@ -87,14 +87,30 @@ def create_app(settings: dict[str, Any], pm: pluggy.PluginManager):
         return config.make_wsgi_app()
 
 
+#: numpy scalars and arrays (the viewer's geometry), and non-string keys as text,
+#: as ``json.dumps`` writes them
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
 def json_bytes(value: Any, default=None, **_kw: Any) -> bytes:
     """The ``json`` renderer's encoder: orjson, in C (a page of 100 API images
     encodes in ~0.1 ms against ~0.7 ms with ``json.dumps``).
 
-    ``default`` is Pyramid's (``__json__`` and the renderer's adapters); NaN and
-    infinity become ``null``, so the output is always valid JSON.
+    It writes what ``json.dumps`` would for what views return (numpy numbers,
+    subclasses of float and int, non-string keys); then ``default``, Pyramid's
+    (``__json__`` and the renderer's adapters). NaN and infinity become
+    ``null``, so the output is always valid JSON.
     """
-    return orjson.dumps(value, default=default)
+    def fallback(obj: Any) -> Any:
+        if isinstance(obj, float):
+            return float(obj)
+        if isinstance(obj, int):
+            return int(obj)
+        if default is None:
+            raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+        return default(obj)
+
+    return orjson.dumps(value, default=fallback, option=_JSON_OPTIONS)
 
 
 def _template_globals(event: BeforeRender) -> None:
