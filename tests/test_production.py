@@ -136,9 +136,13 @@ def test_production_ini_serves_imports_and_logs_on_postgresql_and_the_broker(dep
             return False
 
     wait_for(answering, what="the server to answer")
-    servers = subprocess.run(["ps", "--ppid", str(web.pid), "-o", "pid="], capture_output=True,
-                             text=True).stdout.split()
-    assert len(servers) == 2, servers  # production.ini's workers: one server process per core
+
+    def server_processes():
+        return subprocess.run(["ps", "--ppid", str(web.pid), "-o", "pid="], capture_output=True,
+                              text=True).stdout.split()
+
+    # production.ini's workers: one server process per core (each starts on its own time)
+    wait_for(lambda: len(server_processes()) == 2, what="two server processes")
 
     # the lockdown, cookies and headers of a production deployment
     status, headers, _ = get(d.url, "/")
