@@ -58,11 +58,11 @@ def api_corpus(root: Path, files: int) -> Path:
 #: how sendit is served: as production.ini does (gunicorn, a process per core), or
 #: as development.ini does (waitress, one process); ``--server`` picks
 SERVERS = {
-    "gunicorn": lambda port, processes: [
+    "gunicorn": lambda port, processes, threads=4: [
         "use = egg:gunicorn#main", f"bind = 127.0.0.1:{port}", f"workers = {processes}",
-        "worker_class = gthread", "threads = 4", "keepalive = 5"],
-    "waitress": lambda port, processes: [
-        "use = egg:waitress#main", f"listen = 127.0.0.1:{port}", "threads = 4"],
+        "worker_class = gthread", f"threads = {threads}", "keepalive = 5"],
+    "waitress": lambda port, processes, threads=4: [
+        "use = egg:waitress#main", f"listen = 127.0.0.1:{port}", f"threads = {threads}"],
 }
 
 

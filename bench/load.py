@@ -1,8 +1,9 @@
 #!/usr/bin/env python
-"""Load on loopback: uploaders and API readers against a live waitress and workers.
+"""Load on loopback: uploaders and API readers against a live server and workers.
 
-Starts the production path (PostgreSQL, RabbitMQ, `pserve` with waitress, N
-`sendit worker` processes, a fresh database), then for `--seconds`:
+Starts the production path (PostgreSQL, RabbitMQ, `pserve` serving as
+production.ini does: gunicorn, 2 server processes of 8 threads; N `sendit
+worker` processes; a fresh database), then for `--seconds`:
 
 - `--uploaders` threads each POST batches of `--files-per-upload` DICOM files
   to `/api/batches` (multipart, HTTP Basic), one new batch per upload;
@@ -36,6 +37,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, make_url, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from api import SERVERS  # noqa: E402
 from ingest import BIN, corpus, corpus_files  # noqa: E402
 
 DATABASE = os.environ.get("SENDIT_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -94,6 +96,9 @@ def main(argv=None) -> int:
     parser.add_argument("--uploaders", type=int, default=8)
     parser.add_argument("--readers", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--server", choices=sorted(SERVERS), default="gunicorn",
+                        help="gunicorn with 2 processes of 8 threads, as production.ini (default), "
+                             "or one waitress process of 16 threads")
     parser.add_argument("--files-per-upload", type=int, default=10)
     parser.add_argument("--corpus-files", type=int, default=2000, help="files to pick uploads from")
     parser.add_argument("--corpus-dir", type=Path, default=Path(tempfile.gettempdir()) / "sendit-bench-corpus")
@@ -117,8 +122,9 @@ def main(argv=None) -> int:
             f"sendit.var_dir = {work / 'var'}", f"sendit.storage_dir = {work / 'storage'}",
             f"sendit.data_dir = {work / 'data'}", f"sendit.lockdown.password = {PASSWORD}",
             "sendit.lockdown.max_failures = 1000",
-            "", "[server:main]", "use = egg:waitress#main", f"listen = 127.0.0.1:{port}",
-            "threads = 16", "connection_limit = 200",
+            "", "[server:main]",
+            *(SERVERS["gunicorn"](port, 2, 8) if args.server == "gunicorn"
+              else SERVERS["waitress"](port, 1, 16) + ["connection_limit = 200"]),
         ]) + "\n")
         sendit = str(BIN / "sendit")
         try:
