@@ -299,8 +299,7 @@ def test_remembered_values_follow_the_character_set(tmp_path):
 
 def test_a_full_memory_is_emptied(synthetic, monkeypatch):
     monkeypatch.setattr(fast, "REMEMBERED_VALUES", 2)
-    monkeypatch.setattr(fast, "_common_vrs", {})  # fresh memories
-    monkeypatch.setattr(fast, "_shared_memories", {})
+    fast.forget_values()
     for path in synthetic * 2:
         assert check(path)
     for table in fast._common_vrs.values():

@@ -130,6 +130,13 @@ def common_vrs(encodings: list[str]) -> dict[bytes, tuple]:
     return table
 
 
+def forget_values() -> None:
+    """Empty the memories of decoded values (a file parsed next is decoded
+    as if first seen: benchmarks and tests)."""
+    _common_vrs.clear()
+    _shared_memories.clear()
+
+
 class Bail(Exception):
     """The fast reader cannot vouch for this file: pydicom must read it."""
 
