@@ -7,10 +7,14 @@ Generates (once, cached) two synthetic corpora with pydicom:
 - ``small``: 20,000 small files, 64x64, 10 series.
 
 For each corpus it imports the files into a fresh sendit (SQLite, the embedded
-default) and prints files/s, MB/s, peak RSS of the import process and the header
-values stored; then it starts Orthanc (Debian's ``orthanc`` package) on loopback
-with its own temporary configuration, uploads the same files over its REST API
-with 4 concurrent clients, and prints the ratio sendit/Orthanc.
+default) and prints files/s, MB/s, peak RSS of the import process, the header
+values stored and the CPU time a file (user + system, the import's processes
+together, start-up included); then it starts Orthanc (Debian's ``orthanc``
+package) on loopback with its own temporary configuration, uploads the same
+files over its REST API with 4 concurrent clients, and prints the ratio
+sendit/Orthanc and Orthanc's CPU time a file (the server's alone, not the
+uploading clients'). On a shared machine the CPU times move less than the
+files/s.
 
     .venv/bin/python bench/ingest.py                 # both corpora, with Orthanc
     .venv/bin/python bench/ingest.py --corpus small --files 2000 --no-orthanc
@@ -58,15 +62,19 @@ def corpus_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*.dcm"))
 
 
-def run_measured(cmd: list[str], **kw) -> tuple[float, int, subprocess.CompletedProcess]:
-    """Run a command; return (seconds, peak RSS in MB, result)."""
+def run_measured(cmd: list[str], **kw) -> tuple[float, int, float, subprocess.CompletedProcess]:
+    """Run a command; return (seconds, peak RSS in MB, CPU seconds, result).
+
+    The CPU time (user + system) counts the command's child processes too.
+    """
     started = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.monotonic() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
     out, err = proc.stdout.read(), proc.stderr.read()
-    return elapsed, usage.ru_maxrss // 1024, subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    return (elapsed, usage.ru_maxrss // 1024, usage.ru_utime + usage.ru_stime,
+            subprocess.CompletedProcess(cmd, proc.returncode, out, err))
 
 
 def bench_sendit(folder: Path, workdir: Path) -> dict:
@@ -78,14 +86,15 @@ def bench_sendit(folder: Path, workdir: Path) -> dict:
         "sendit.lockdown.password = bench",
     ]) + "\n")
     subprocess.run([str(BIN / "sendit"), "initdb", str(ini)], check=True, capture_output=True)
-    elapsed, rss, result = run_measured([str(BIN / "sendit"), "import", str(ini), str(folder), "--now", "-q"])
+    elapsed, rss, cpu, result = run_measured([str(BIN / "sendit"), "import", str(ini), str(folder),
+                                              "--now", "-q"])
     if result.returncode != 0:
         raise SystemExit(f"sendit import failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     db = sqlite3.connect(workdir / "sendit.sqlite")
     images = db.execute("select count(*) from image").fetchone()[0]
     values = db.execute("select count(*) from header_value").fetchone()[0]
     db.close()
-    return {"seconds": elapsed, "rss_mb": rss, "images": images, "values": values,
+    return {"seconds": elapsed, "rss_mb": rss, "cpu": cpu, "images": images, "values": values,
             "summary": result.stdout.strip()}
 
 
@@ -151,6 +160,12 @@ class Orthanc:
             list(pool.map(send, files))
         return time.monotonic() - started
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time Orthanc has used so far."""
+        with open(f"/proc/{self.proc.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_mb(self) -> int:
         with open(f"/proc/{self.proc.pid}/status") as status:
             for line in status:
@@ -167,9 +182,12 @@ class Orthanc:
 def bench_orthanc(files: list[Path], workdir: Path) -> dict:
     orthanc = Orthanc(workdir)
     try:
+        cpu = orthanc.cpu_seconds()
         elapsed = orthanc.upload(files)
+        cpu = orthanc.cpu_seconds() - cpu
         stats = orthanc.get("/statistics")
-        return {"seconds": elapsed, "rss_mb": orthanc.rss_mb(), "images": stats["CountInstances"]}
+        return {"seconds": elapsed, "rss_mb": orthanc.rss_mb(), "cpu": cpu,
+                "images": stats["CountInstances"]}
     finally:
         orthanc.stop()
 
@@ -195,27 +213,31 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory(prefix="sendit-bench-") as tmp:
             s = bench_sendit(folder, Path(tmp))
         print(f"  sendit : {len(files) / s['seconds']:8.1f} files/s {megabytes / s['seconds']:7.1f} MB/s "
-              f"peak RSS {s['rss_mb']} MB, {s['images']} images, {s['values']} header values", flush=True)
+              f"peak RSS {s['rss_mb']} MB, {s['images']} images, {s['values']} header values, "
+              f"CPU {s['cpu'] * 1000 / len(files):.2f} ms a file", flush=True)
         row = {"corpus": name, "files": len(files), "mb": megabytes, "sendit": s}
         if has_orthanc:
             with tempfile.TemporaryDirectory(prefix="orthanc-bench-") as tmp:
                 o = bench_orthanc(files, Path(tmp))
             print(f"  orthanc: {len(files) / o['seconds']:8.1f} files/s {megabytes / o['seconds']:7.1f} MB/s "
-                  f"peak RSS {o['rss_mb']} MB, {o['images']} instances", flush=True)
+                  f"peak RSS {o['rss_mb']} MB, {o['images']} instances, "
+                  f"CPU {o['cpu'] * 1000 / len(files):.2f} ms a file (the server alone)", flush=True)
             print(f"  ratio sendit/orthanc (files/s): {o['seconds'] / s['seconds']:.2f}x", flush=True)
             row["orthanc"] = o
         rows.append(row)
-    print("\n| corpus | files | MB | sendit files/s | sendit MB/s | sendit peak RSS | header values |"
-          + (" Orthanc files/s | Orthanc peak RSS | ratio |" if has_orthanc else ""))
-    print("|---|---|---|---|---|---|---|" + ("---|---|---|" if has_orthanc else ""))
+    print("\n| corpus | files | MB | sendit files/s | sendit MB/s | sendit peak RSS | header values "
+          "| sendit CPU a file |"
+          + (" Orthanc files/s | Orthanc peak RSS | Orthanc CPU a file | ratio |" if has_orthanc else ""))
+    print("|---|---|---|---|---|---|---|---|" + ("---|---|---|---|" if has_orthanc else ""))
     for row in rows:
         s = row["sendit"]
         line = (f"| {row['corpus']} | {row['files']} | {row['mb']:.0f} | {row['files'] / s['seconds']:.0f} | "
-                f"{row['mb'] / s['seconds']:.0f} | {s['rss_mb']} MB | {s['values']} |")
+                f"{row['mb'] / s['seconds']:.0f} | {s['rss_mb']} MB | {s['values']} | "
+                f"{s['cpu'] * 1000 / row['files']:.2f} ms |")
         if "orthanc" in row:
             o = row["orthanc"]
             line += (f" {row['files'] / o['seconds']:.0f} | {o['rss_mb']} MB | "
-                     f"{o['seconds'] / s['seconds']:.2f}x |")
+                     f"{o['cpu'] * 1000 / row['files']:.2f} ms | {o['seconds'] / s['seconds']:.2f}x |")
         print(line)
     return 0
 
