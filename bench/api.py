@@ -74,7 +74,7 @@ def sendit_ini(workdir: Path, port: int, database_url: str | None, server: str =
         f"sqlalchemy.url = {database_url or 'sqlite:///sendit.sqlite'}",
         "sendit.storage_dir = storage", "sendit.var_dir = var", "sendit.data_dir = var/data",
         f"sendit.lockdown.password = {PASSWORD}", "sendit.session.secret = " + "b" * 40,
-        "sendit.worker = external", "sendit.db.auto_create = false",
+        "sendit.worker = external", "sendit.db.auto_create = false", ingest.AS_DEPLOYED,
         "", "[server:main]", *SERVERS[server](port, processes),
         "", "[loggers]", "keys = root", "[handlers]", "keys = console", "[formatters]", "keys = plain",
         "[logger_root]", "level = ERROR", "handlers = console",  # not waitress's queue-depth warnings

@@ -38,7 +38,7 @@ from sqlalchemy import create_engine, make_url, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from api import SERVERS  # noqa: E402
-from ingest import BIN, corpus, corpus_files  # noqa: E402
+from ingest import AS_DEPLOYED, BIN, corpus, corpus_files  # noqa: E402
 
 DATABASE = os.environ.get("SENDIT_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 BROKER = os.environ.get("SENDIT_BENCH_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
             "sendit.worker = external", "sendit.db.auto_create = false",
             f"sendit.var_dir = {work / 'var'}", f"sendit.storage_dir = {work / 'storage'}",
             f"sendit.data_dir = {work / 'data'}", f"sendit.lockdown.password = {PASSWORD}",
-            "sendit.lockdown.max_failures = 1000",
+            "sendit.lockdown.max_failures = 1000", AS_DEPLOYED,
             "", "[server:main]",
             *(SERVERS["gunicorn"](port, 2, 8) if args.server == "gunicorn"
               else SERVERS["waitress"](port, 1, 16) + ["connection_limit = 200"]),

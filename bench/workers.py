@@ -24,7 +24,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, make_url, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest import BIN, corpus  # noqa: E402  (the same corpus as bench/ingest.py)
+from ingest import AS_DEPLOYED, BIN, corpus  # noqa: E402  (the same corpus as bench/ingest.py)
 
 DATABASE = os.environ.get("SENDIT_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 BROKER = os.environ.get("SENDIT_BENCH_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
@@ -42,7 +42,7 @@ def run_once(folder: Path, workers: int, workdir: Path, job_size: int) -> tuple[
         f"sendit.broker_url = {BROKER}", f"sendit.broker.queue = sendit.bench.{name}",
         "sendit.worker = external", f"sendit.import.job_size = {job_size}",
         f"sendit.storage_dir = {workdir / 'storage'}", f"sendit.var_dir = {workdir / 'var'}",
-        "sendit.lockdown.password = bench",
+        "sendit.lockdown.password = bench", AS_DEPLOYED,
     ]) + "\n")
     sendit = str(BIN / "sendit")
     try:
