@@ -249,8 +249,8 @@ def _image_list(request, batch_row=None):
         params["batch"] = batch_row.id
     batch_id = params.get("batch")
     query = v.get("q", "").strip()
-    names = tuple(name for name, _ in IMAGE_FILTERS if name in params)
     columns = [(name, column) for name, column in IMAGE_FILTERS if name in params]
+    names = tuple(name for name, _ in columns)
 
     def build(*more):
         return (select(*IMAGE_COLUMNS).where(*(c == bindparam(n) for n, c in columns), *more)
