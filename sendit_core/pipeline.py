@@ -789,9 +789,9 @@ def _work_on(settings: dict[str, Any], pm, job_ids: list[int], prepare_ahead: bo
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
-    engine = settings["sendit.engine"]
-    engine.dispose(close=False)  # the parent's connections stay the parent's
-    ingestor = Ingestor(settings, pm, get_session_factory(engine))
+    # the engine is get_engine's: forked, it starts with an empty pool of its own
+    # (the parent's connections stay the parent's)
+    ingestor = Ingestor(settings, pm, get_session_factory(settings["sendit.engine"]))
     ingestor.prepare_ahead = prepare_ahead
     with gc_tuned_for_ingest():
         for job_id in job_ids:
