@@ -8,11 +8,30 @@ import pluggy
 
 hookimpl = pluggy.HookimplMarker("sendit")
 
-from .app import create_app, load_config, main  # noqa: E402
 from .ingest import IngestSource, SourceStatus  # noqa: E402
 from .parsing import HeaderElement, ParsedFile, ParseError  # noqa: E402
-from .settings import Setting, SettingsError  # noqa: E402
+from .settings import Setting, SettingsError, load_config  # noqa: E402
 from .ui import NavItem, Panel  # noqa: E402
+
+
+def main(global_config, **raw_settings):
+    """The ``paste.app_factory`` of ``use = egg:sendit``: :func:`sendit_core.app.main`.
+
+    Pyramid is imported only when an app is made: every ``sendit`` command
+    reads its ini file through PasteDeploy, which loads this entry point, and
+    needs no web framework (it was a third of a command's start-up).
+    """
+    from .app import main as make_app
+
+    return make_app(global_config, **raw_settings)
+
+
+def __getattr__(name: str):
+    if name == "create_app":
+        from .app import create_app
+
+        return create_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "HeaderElement", "IngestSource", "NavItem", "Panel", "ParseError", "ParsedFile",

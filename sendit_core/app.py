@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,37 +12,11 @@ from pyramid.events import BeforeRender
 from pyramid.renderers import JSON
 from pyramid.csrf import get_csrf_token
 
-from . import settings as settings_mod
+from .settings import load_config
 from .listing import number
-from .plugins import get_plugin_manager
 from .ui import collect
 
 log = logging.getLogger(__name__)
-
-
-def load_config(
-    raw: dict[str, Any], *, here: str | Path | None = None, pm: pluggy.PluginManager | None = None
-) -> tuple[dict[str, Any], pluggy.PluginManager]:
-    """Build the plugin manager and the converted settings from raw ini values.
-
-    The web app, the worker and every ``sendit`` command start here.
-
-    :param raw: the ini's ``[app:main]`` values.
-    :param here: the ini file's folder (relative paths resolve against it).
-    :param pm: a ready plugin manager (tests); default: built-ins + entry points
-        minus ``sendit.plugins.disabled``.
-    :raises SettingsError: for any bad value, naming the key.
-    """
-    if pm is None:
-        disabled_raw = os.environ.get("SENDIT_PLUGINS_DISABLED", raw.get("sendit.plugins.disabled", ""))
-        pm = get_plugin_manager(disabled=settings_mod.to_list(str(disabled_raw), None))
-    declared = [s for result in pm.hook.sendit_settings() if result for s in result]
-    settings = settings_mod.load_settings(raw, here=here, declared=declared)
-    problems = [p for result in pm.hook.sendit_check_settings(settings=settings) if result
-                for p in result]
-    if problems:
-        raise settings_mod.SettingsError(problems)
-    return settings, pm
 
 
 def main(global_config: dict[str, Any], **raw_settings: Any):

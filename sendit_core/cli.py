@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import gc
 import logging
 import sys
 from pathlib import Path
@@ -15,9 +16,8 @@ from typing import Any
 
 import pluggy
 
-from .app import load_config
 from .plugins import get_plugin_manager
-from .settings import SettingsError
+from .settings import SettingsError, load_config
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +31,20 @@ def read_ini(path: str, *, setup_logging: bool = True) -> tuple[dict[str, Any], 
 
     :raises CommandError: naming the problem (missing file, syntax, bad value).
     """
-    from pyramid.paster import get_appsettings
-    from pyramid.paster import setup_logging as paster_setup_logging
+    # PasteDeploy's loader itself, as pyramid.paster would pick it, without
+    # pyramid.paster's imports (Pyramid whole) or plaster's search through every
+    # installed distribution's entry points: together half a command's start-up
+    import plaster
+    import plaster_pastedeploy
 
     ini = Path(path)
     if not ini.exists():
         raise CommandError(f"the ini file {path} does not exist")
     if not ini.is_file():
         raise CommandError(f"{path} is not a file (expected an ini file such as development.ini)")
+    loader = plaster_pastedeploy.Loader(plaster.parse_uri(str(ini.resolve())))
     try:
-        raw = dict(get_appsettings(str(ini.resolve())))
+        raw = dict(loader.get_wsgi_app_settings())
     except configparser.Error as exc:
         message = str(exc).replace("\n", " ")
         raise CommandError(f"cannot read {path}: {message}") from None
@@ -54,7 +58,7 @@ def read_ini(path: str, *, setup_logging: bool = True) -> tuple[dict[str, Any], 
         raise CommandError(f"{path}: {exc}") from None
     if setup_logging:
         try:
-            paster_setup_logging(str(ini.resolve()))
+            loader.setup_logging()
         except (configparser.Error, OSError, ValueError, ImportError, KeyError) as exc:
             cause = exc.__cause__ or exc  # fileConfig wraps a handler's error in ValueError
             raise CommandError(f"cannot set up logging from {path}: {cause} (check the "
@@ -286,6 +290,22 @@ def main(argv: list[str] | None = None, pm: pluggy.PluginManager | None = None) 
     except KeyboardInterrupt:
         print(f"sendit {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def run() -> None:
+    """The ``sendit`` console script: :func:`main`, then exit without the
+    interpreter's last full garbage collection.
+
+    That sweep walks every object the command made (its modules, mappers,
+    plugins, a run's leftovers) only to free memory the process gives back to
+    the system at once anyway: 0.1-0.25 s of every command. Nothing depends on
+    it: files are closed as their last reference goes, and every engine closes
+    its database connections at exit (:func:`sendit_core.models.get_engine`),
+    which is when SQLite writes its WAL back into the database file.
+    """
+    code = main()
+    gc.freeze()
+    sys.exit(code)
 
 
 def pshell_setup(env: dict[str, Any]) -> None:

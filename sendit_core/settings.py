@@ -16,8 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pluggy
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+
+from .plugins import get_plugin_manager
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +206,32 @@ CORE_SETTINGS: tuple[Setting, ...] = (
     Setting("sendit.page_size", "50", positive(to_int),
             "Rows per page in tables."),
 )
+
+
+def load_config(
+    raw: dict[str, Any], *, here: str | Path | None = None, pm: pluggy.PluginManager | None = None
+) -> tuple[dict[str, Any], pluggy.PluginManager]:
+    """Build the plugin manager and the converted settings from raw ini values.
+
+    The web app, the worker and every ``sendit`` command start here.
+
+    :param raw: the ini's ``[app:main]`` values.
+    :param here: the ini file's folder (relative paths resolve against it).
+    :param pm: a ready plugin manager (tests); default: built-ins + entry points
+        minus ``sendit.plugins.disabled``.
+    :raises SettingsError: for any bad value, naming the key.
+    """
+    if pm is None:
+        disabled_raw = os.environ.get("SENDIT_PLUGINS_DISABLED", raw.get("sendit.plugins.disabled", ""))
+        pm = get_plugin_manager(disabled=to_list(str(disabled_raw), None))
+    declared = [s for result in pm.hook.sendit_settings() if result for s in result]
+    settings = load_settings(raw, here=here, declared=declared)
+    problems = [p for result in pm.hook.sendit_check_settings(settings=settings) if result
+                for p in result]
+    if problems:
+        raise SettingsError(problems)
+    return settings, pm
+
 
 
 def load_settings(

@@ -120,3 +120,38 @@ def test_parallel_import_processes_share_the_jobs(make_app, make_settings, folde
     with app.registry["dbsession_factory"]() as db:
         (batch,) = db.scalars(select(Batch)).all()
         assert (batch.image_count, batch.error_count, batch.status) == (6, 1, BatchStatus.DONE)
+
+
+def test_the_command_leaves_the_sqlite_database_whole(make_settings, folder, tmp_path):
+    """The command exits without the interpreter's last garbage collection, so
+    its engine closes the connections itself: SQLite folds the write-ahead log
+    back into the database file, which alone then holds the batch."""
+    database = tmp_path / "own.sqlite"
+    ini = write_ini(tmp_path / "own.ini", make_settings({
+        "sqlalchemy.url": f"sqlite:///{database}", "sendit.plugins.disabled": ""}))
+    assert run("initdb", ini).returncode == 0
+    out = run("import", ini, folder, "--now", "-q")
+    assert out.returncode == 0, out.stderr
+    assert not Path(f"{database}-wal").exists() and not Path(f"{database}-shm").exists()
+    import sqlite3
+
+    with sqlite3.connect(database) as db:  # the file alone, as a backup would copy it
+        assert db.execute("select count(*) from image").fetchone() == (6,)
+
+
+def test_commands_start_without_the_web_framework(make_settings, tmp_path):
+    """Reading the ini file and loading every plugin, which each command does
+    first, imports no web framework and no PostgreSQL driver: together they
+    were half of the command's start-up, and an import pays it every time."""
+    ini = write_ini(tmp_path / "app.ini", make_settings())
+    script = ("import sys\n"
+              "from sendit_core.cli import read_ini\n"
+              f"read_ini({str(ini)!r}, setup_logging=False)\n"
+              "print(' '.join(sorted(m for m in ('pyramid', 'webob', 'zope.sqlalchemy', 'psycopg',"
+              " 'cornice', 'jinja2') if m in sys.modules)))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    imported = set(out.stdout.split())
+    if "postgresql" in make_settings()["sqlalchemy.url"]:
+        imported.discard("psycopg")  # the database's own driver, when the tests run on PostgreSQL
+    assert imported == set()

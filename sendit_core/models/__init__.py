@@ -5,12 +5,12 @@ Public functions other modules and plugins use: :func:`get_engine`,
 """
 from __future__ import annotations
 
+import atexit
 import os
 import weakref
 from pathlib import Path
 from typing import Any
 
-import zope.sqlalchemy
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, configure_mappers, sessionmaker
@@ -44,6 +44,7 @@ def get_engine(settings: dict[str, Any], prefix: str = "sqlalchemy.") -> Engine:
     else:
         engine = create_engine(url, pool_pre_ping=True)
     _new_pool_after_fork(engine)
+    _close_at_exit(engine)
     return engine
 
 
@@ -66,6 +67,25 @@ def _new_pool_after_fork(engine: Engine) -> None:
     os.register_at_fork(after_in_child=forget)
 
 
+def _close_at_exit(engine: Engine) -> None:
+    """Close the engine's pooled connections when the interpreter exits.
+
+    Left to the garbage collector, they close only if its last sweep runs
+    (the ``sendit`` command skips it) and in no set order; closed here, SQLite
+    folds its write-ahead log back into the database file and removes it, so
+    the ``.sqlite`` file alone holds everything once a command or the server
+    has stopped.
+    """
+    ref = weakref.ref(engine)
+
+    def close() -> None:
+        found = ref()
+        if found is not None:
+            found.dispose()
+
+    atexit.register(close)
+
+
 def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -82,6 +102,8 @@ def get_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 def get_tm_session(session_factory: sessionmaker[Session], transaction_manager, request=None) -> Session:
     """A session joined to ``transaction_manager`` (pyramid_tm's or a script's)."""
+    import zope.sqlalchemy  # here: it imports psycopg, a tenth of a command's start-up
+
     dbsession = session_factory(info={"request": request})
     zope.sqlalchemy.register(dbsession, transaction_manager=transaction_manager)
     return dbsession
