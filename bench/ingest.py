@@ -18,6 +18,7 @@ files/s.
 
     .venv/bin/python bench/ingest.py                 # both corpora, with Orthanc
     .venv/bin/python bench/ingest.py --corpus small --files 2000 --no-orthanc
+    .venv/bin/python bench/ingest.py --repeat 3      # the median of three alternating runs
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import os
 import shutil
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -196,12 +198,43 @@ def bench_orthanc(files: list[Path], workdir: Path) -> dict:
         orthanc.stop()
 
 
+def settled() -> None:
+    """Write every dirty page to disk before a timed run, so that neither
+    program pays for the other's (or the corpus generator's) writeback."""
+    os.sync()
+    time.sleep(1)
+
+
+def run_pair(name: str, folder: Path, files: list[Path], megabytes: float, has_orthanc: bool) -> dict:
+    """One timed import by each program, sendit first."""
+    settled()
+    with tempfile.TemporaryDirectory(prefix="sendit-bench-") as tmp:
+        s = bench_sendit(folder, Path(tmp))
+    print(f"  sendit : {len(files) / s['seconds']:8.1f} files/s {megabytes / s['seconds']:7.1f} MB/s "
+          f"peak RSS {s['rss_mb']} MB, {s['images']} images, {s['values']} header values, "
+          f"CPU {s['cpu'] * 1000 / len(files):.2f} ms a file", flush=True)
+    row = {"corpus": name, "files": len(files), "mb": megabytes, "sendit": s}
+    if has_orthanc:
+        settled()
+        with tempfile.TemporaryDirectory(prefix="orthanc-bench-") as tmp:
+            o = bench_orthanc(files, Path(tmp))
+        print(f"  orthanc: {len(files) / o['seconds']:8.1f} files/s {megabytes / o['seconds']:7.1f} MB/s "
+              f"peak RSS {o['rss_mb']} MB, {o['images']} instances, "
+              f"CPU {o['cpu'] * 1000 / len(files):.2f} ms a file (the server alone)", flush=True)
+        print(f"  ratio sendit/orthanc (files/s): {o['seconds'] / s['seconds']:.2f}x", flush=True)
+        row["orthanc"] = o
+    return row
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", choices=[*CORPORA, "all"], default="all")
     parser.add_argument("--files", type=int, help="override the corpus size")
     parser.add_argument("--corpus-dir", type=Path, default=Path(tempfile.gettempdir()) / "sendit-bench-corpus")
     parser.add_argument("--no-orthanc", action="store_true", help="measure sendit only")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="time each corpus N times, the two programs alternating, and print the "
+                             "median ratio (a shared machine's speed moves from minute to minute)")
     args = parser.parse_args(argv)
     names = list(CORPORA) if args.corpus == "all" else [args.corpus]
     has_orthanc = shutil.which("Orthanc") is not None and not args.no_orthanc
@@ -214,21 +247,10 @@ def main(argv=None) -> int:
         folder = corpus(args.corpus_dir, name, files_wanted)
         files = corpus_files(folder)
         megabytes = sum(p.stat().st_size for p in files) / 2**20
-        with tempfile.TemporaryDirectory(prefix="sendit-bench-") as tmp:
-            s = bench_sendit(folder, Path(tmp))
-        print(f"  sendit : {len(files) / s['seconds']:8.1f} files/s {megabytes / s['seconds']:7.1f} MB/s "
-              f"peak RSS {s['rss_mb']} MB, {s['images']} images, {s['values']} header values, "
-              f"CPU {s['cpu'] * 1000 / len(files):.2f} ms a file", flush=True)
-        row = {"corpus": name, "files": len(files), "mb": megabytes, "sendit": s}
-        if has_orthanc:
-            with tempfile.TemporaryDirectory(prefix="orthanc-bench-") as tmp:
-                o = bench_orthanc(files, Path(tmp))
-            print(f"  orthanc: {len(files) / o['seconds']:8.1f} files/s {megabytes / o['seconds']:7.1f} MB/s "
-                  f"peak RSS {o['rss_mb']} MB, {o['images']} instances, "
-                  f"CPU {o['cpu'] * 1000 / len(files):.2f} ms a file (the server alone)", flush=True)
-            print(f"  ratio sendit/orthanc (files/s): {o['seconds'] / s['seconds']:.2f}x", flush=True)
-            row["orthanc"] = o
-        rows.append(row)
+        for n in range(args.repeat):
+            if args.repeat > 1:
+                print(f" run {n + 1} of {args.repeat}", flush=True)
+            rows.append(run_pair(name, folder, files, megabytes, has_orthanc))
     print("\n| corpus | files | MB | sendit files/s | sendit MB/s | sendit peak RSS | header values "
           "| sendit CPU a file |"
           + (" Orthanc files/s | Orthanc peak RSS | Orthanc CPU a file | ratio |" if has_orthanc else ""))
@@ -243,6 +265,11 @@ def main(argv=None) -> int:
             line += (f" {row['files'] / o['seconds']:.0f} | {o['rss_mb']} MB | "
                      f"{o['cpu'] * 1000 / row['files']:.2f} ms | {o['seconds'] / s['seconds']:.2f}x |")
         print(line)
+    if has_orthanc and args.repeat > 1:
+        for name in names:
+            ratios = sorted(r["orthanc"]["seconds"] / r["sendit"]["seconds"] for r in rows if r["corpus"] == name)
+            print(f"{name}: median ratio {statistics.median(ratios):.2f}x over {len(ratios)} runs "
+                  f"({ratios[0]:.2f}x to {ratios[-1]:.2f}x)")
     return 0
 
 
