@@ -23,6 +23,7 @@ files/s.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -205,19 +206,24 @@ def settled() -> None:
     time.sleep(1)
 
 
-def run_pair(name: str, folder: Path, files: list[Path], megabytes: float, has_orthanc: bool) -> dict:
-    """One timed import by each program, sendit first."""
+def run_pair(name: str, folder: Path, files: list[Path], megabytes: float, has_orthanc: bool,
+             keep: contextlib.ExitStack) -> dict:
+    """One timed import by each program, sendit first.
+
+    Each program's storage is kept until the benchmark ends (``keep``): on a
+    journal-less ext4, such as this machine's, the kernel skips every inode
+    deleted in the last minutes when it makes a new file, so a run that
+    followed the deletion of the other's thousands of files would pay for it.
+    """
     settled()
-    with tempfile.TemporaryDirectory(prefix="sendit-bench-") as tmp:
-        s = bench_sendit(folder, Path(tmp))
+    s = bench_sendit(folder, Path(keep.enter_context(tempfile.TemporaryDirectory(prefix="sendit-bench-"))))
     print(f"  sendit : {len(files) / s['seconds']:8.1f} files/s {megabytes / s['seconds']:7.1f} MB/s "
           f"peak RSS {s['rss_mb']} MB, {s['images']} images, {s['values']} header values, "
           f"CPU {s['cpu'] * 1000 / len(files):.2f} ms a file", flush=True)
     row = {"corpus": name, "files": len(files), "mb": megabytes, "sendit": s}
     if has_orthanc:
         settled()
-        with tempfile.TemporaryDirectory(prefix="orthanc-bench-") as tmp:
-            o = bench_orthanc(files, Path(tmp))
+        o = bench_orthanc(files, Path(keep.enter_context(tempfile.TemporaryDirectory(prefix="orthanc-bench-"))))
         print(f"  orthanc: {len(files) / o['seconds']:8.1f} files/s {megabytes / o['seconds']:7.1f} MB/s "
               f"peak RSS {o['rss_mb']} MB, {o['images']} instances, "
               f"CPU {o['cpu'] * 1000 / len(files):.2f} ms a file (the server alone)", flush=True)
@@ -240,6 +246,19 @@ def main(argv=None) -> int:
     has_orthanc = shutil.which("Orthanc") is not None and not args.no_orthanc
     if not has_orthanc and not args.no_orthanc:
         print("Orthanc not found (apt-get install orthanc): measuring sendit only")
+    keep = contextlib.ExitStack()  # every run's storage, deleted when the benchmark ends
+    with keep:
+        rows = measure(args, names, has_orthanc, keep)
+    print_table(rows, has_orthanc)
+    if has_orthanc and args.repeat > 1:
+        for name in names:
+            ratios = sorted(r["orthanc"]["seconds"] / r["sendit"]["seconds"] for r in rows if r["corpus"] == name)
+            print(f"{name}: median ratio {statistics.median(ratios):.2f}x over {len(ratios)} runs "
+                  f"({ratios[0]:.2f}x to {ratios[-1]:.2f}x)")
+    return 0
+
+
+def measure(args, names: list[str], has_orthanc: bool, keep: contextlib.ExitStack) -> list[dict]:
     rows = []
     for name in names:
         files_wanted = args.files or CORPORA[name]["files"]
@@ -250,7 +269,11 @@ def main(argv=None) -> int:
         for n in range(args.repeat):
             if args.repeat > 1:
                 print(f" run {n + 1} of {args.repeat}", flush=True)
-            rows.append(run_pair(name, folder, files, megabytes, has_orthanc))
+            rows.append(run_pair(name, folder, files, megabytes, has_orthanc, keep))
+    return rows
+
+
+def print_table(rows: list[dict], has_orthanc: bool) -> None:
     print("\n| corpus | files | MB | sendit files/s | sendit MB/s | sendit peak RSS | header values "
           "| sendit CPU a file |"
           + (" Orthanc files/s | Orthanc peak RSS | Orthanc CPU a file | ratio |" if has_orthanc else ""))
@@ -265,12 +288,6 @@ def main(argv=None) -> int:
             line += (f" {row['files'] / o['seconds']:.0f} | {o['rss_mb']} MB | "
                      f"{o['cpu'] * 1000 / row['files']:.2f} ms | {o['seconds'] / s['seconds']:.2f}x |")
         print(line)
-    if has_orthanc and args.repeat > 1:
-        for name in names:
-            ratios = sorted(r["orthanc"]["seconds"] / r["sendit"]["seconds"] for r in rows if r["corpus"] == name)
-            print(f"{name}: median ratio {statistics.median(ratios):.2f}x over {len(ratios)} runs "
-                  f"({ratios[0]:.2f}x to {ratios[-1]:.2f}x)")
-    return 0
 
 
 if __name__ == "__main__":
