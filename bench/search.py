@@ -420,10 +420,10 @@ def grow(engine, factor: int) -> float:
             conn.execute(text(
                 "INSERT INTO image (id, batch_id, sop_instance_uid, sop_class_uid, study_instance_uid, "
                 "series_instance_uid, modality, instance_number, transfer_syntax_uid, stored_path, "
-                "original_name, size, sha256, created_at) SELECT id + :o, batch_id + :ob, "
+                "original_name, size, created_at) SELECT id + :o, batch_id + :ob, "
                 "sop_instance_uid || '.' || :k, sop_class_uid, study_instance_uid || '.' || :k, "
                 "series_instance_uid || '.' || :k, modality, instance_number, transfer_syntax_uid, "
-                "stored_path, original_name, size, sha256, created_at FROM image WHERE id <= :n"),
+                "stored_path, original_name, size, created_at FROM image WHERE id <= :n"),
                 {"o": k * n, "ob": k * b, "k": str(k), "n": n})
             conn.execute(text(
                 "INSERT INTO header_value (image_id, field_id, item, position, value_text, value_num) "

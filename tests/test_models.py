@@ -116,3 +116,37 @@ def test_ingest_errors_keep_file_step_and_message(dbsession):
     error = dbsession.scalars(select(IngestError)).one()
     assert (error.path, error.step, error.message) == ("a/b.dcm", "parse", "truncated")
     assert error.created_at is not None
+
+
+def test_upgrading_past_0004_keeps_every_image_and_header_value(tmp_path):
+    """0004 drops a column of ``image``, which the header values reference with
+    ON DELETE CASCADE: on SQLite it must alter the table in place, never copy
+    and drop it (with foreign keys on, dropping it would delete every value)."""
+    from alembic import command
+    from sqlalchemy import inspect, text
+
+    from sendit_core.models import alembic_config, get_engine
+
+    settings = {"sqlalchemy.url": f"sqlite:///{tmp_path / 'old.sqlite'}"}
+    engine = get_engine(settings)
+    command.upgrade(alembic_config(settings, engine), "0003")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO batch (id, name, status, source, image_count, error_count, "
+                          "pending_count, total_bytes, created_at, updated_at) VALUES "
+                          "(1, 'b', 'DONE', 'test', 1, 0, 0, 10, '2026-01-01', '2026-01-01')"))
+        conn.execute(text("INSERT INTO image (id, batch_id, sop_instance_uid, stored_path, size, sha256, "
+                          "created_at) VALUES (1, 1, '1.2.3', '1/1.2.3.dcm', 10, NULL, '2026-01-01')"))
+        conn.execute(text("INSERT INTO header_field (id, tag_path, keyword_path, tag, vr, depth) "
+                          "VALUES (1, '00100010', 'PatientName', 1048592, 'PN', 0)"))
+        conn.execute(text("INSERT INTO header_value (image_id, field_id, item, position, value_text) "
+                          "VALUES (1, 1, '', 0, 'DOE^JANE')"))
+    command.upgrade(alembic_config(settings, engine), "head")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM image")).scalar() == 1
+        assert conn.execute(text("SELECT value_text FROM header_value")).scalar() == "DOE^JANE"
+        assert "sha256" not in {c["name"] for c in inspect(conn).get_columns("image")}
+    command.downgrade(alembic_config(settings, engine), "0003")
+    with engine.connect() as conn:
+        assert "sha256" in {c["name"] for c in inspect(conn).get_columns("image")}
+        assert conn.execute(text("SELECT count(*) FROM header_value")).scalar() == 1
+    engine.dispose()

@@ -153,7 +153,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["id", "batch", "sop_instance_uid", "sop_class_uid", "study_instance_uid",
                      "series_instance_uid", "modality", "instance_number", "transfer_syntax_uid",
-                     "size", "sha256", "original_name", "created_at", "links"],
+                     "size", "original_name", "created_at", "links"],
         "properties": {
             "id": ID,
             "batch": {**ID, "description": "The batch's id."},
@@ -165,7 +165,6 @@ SCHEMAS: dict[str, Any] = {
             "instance_number": nullable({"type": "integer"}),
             "transfer_syntax_uid": nullable({"type": "string"}),
             "size": {"type": "integer", "minimum": 0, "description": "The stored file's size in bytes."},
-            "sha256": nullable({"type": "string"}),
             "original_name": nullable({"type": "string", "description": "The file's name as it arrived."}),
             "created_at": TIME,
             "links": {

@@ -15,8 +15,8 @@ from sendit_core.models import Batch, Image, IngestError
 #: image columns a summary shows (read as plain rows, not ORM objects)
 IMAGE_COLUMNS = (Image.id, Image.batch_id, Image.sop_instance_uid, Image.sop_class_uid,
                  Image.study_instance_uid, Image.series_instance_uid, Image.modality,
-                 Image.instance_number, Image.transfer_syntax_uid, Image.size, Image.sha256,
-                 Image.original_name, Image.created_at)
+                 Image.instance_number, Image.transfer_syntax_uid, Image.size, Image.original_name,
+                 Image.created_at)
 BATCH_COLUMNS = (Batch.id, Batch.name, Batch.status, Batch.source, Batch.image_count,
                  Batch.error_count, Batch.pending_count, Batch.total_bytes, Batch.created_at,
                  Batch.updated_at, Batch.finished_at)
@@ -103,8 +103,8 @@ class Links:
         its links formatted inline, which takes a third of the time of reading
         thirteen attributes of a SQLAlchemy row and looping over the links.
         """
-        (ident, batch, sop, sop_class, study, series, modality, number, syntax, size, sha256,
-         name, created) = row[:_IMAGE_WIDTH]
+        (ident, batch, sop, sop_class, study, series, modality, number, syntax, size, name,
+         created) = row[:_IMAGE_WIDTH]
         if self._image_templates is None:
             self._image_templates = [self.template(route) for _, route, _ in self.IMAGE]
         own, of_batch, headers, file, html = self._image_templates  # the keys of IMAGE, in order
@@ -115,7 +115,7 @@ class Links:
             "id": ident, "batch": batch, "sop_instance_uid": sop, "sop_class_uid": sop_class,
             "study_instance_uid": study, "series_instance_uid": series, "modality": modality,
             "instance_number": number, "transfer_syntax_uid": syntax, "size": size,
-            "sha256": sha256, "original_name": name, "created_at": created_at,
+            "original_name": name, "created_at": created_at,
             "links": {"self": own and f"{own[0]}{ident}{own[1]}",
                       "batch": of_batch and f"{of_batch[0]}{batch}{of_batch[1]}",
                       "headers": headers and f"{headers[0]}{ident}{headers[1]}",

@@ -97,14 +97,14 @@ def target_for(db, image: Image, storage_dir: Path) -> Target:
     if ref.frames > 1 or not image.series_instance_uid:
         family = f"m{image.id}"
         members = None
-        digest = _hash(signature, image.id, image.sha256 or image.size, image.stored_path)
+        digest = _hash(signature, image.id, image.size, image.created_at, image.stored_path)
     else:
         family = "s" + hashlib.sha1(f"{image.batch_id}:{image.series_instance_uid}".encode()).hexdigest()[:16]
         members = db.execute(
-            select(Image.id, Image.stored_path, Image.sha256, Image.size, Image.instance_number)
+            select(Image.id, Image.stored_path, Image.size, Image.created_at, Image.instance_number)
             .where(Image.batch_id == image.batch_id, Image.series_instance_uid == image.series_instance_uid)
             .order_by(Image.id)).all()
-        digest = _hash(signature, *(f"{m.id}:{m.sha256 or m.size}:{m.stored_path}" for m in members))
+        digest = _hash(signature, *(f"{m.id}:{m.size}:{m.created_at}:{m.stored_path}" for m in members))
     return Target(f"{family}-{digest[:24]}", image.id, path, dataset, ref, members)
 
 

@@ -27,7 +27,6 @@ class Image(Base):
     #: the file name as it arrived (for people; never used as a path)
     original_name: Mapped[str | None] = mapped_column(String(1024))
     size: Mapped[int] = mapped_column(BigInteger, default=0)
-    sha256: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     batch = relationship("Batch", back_populates="images", lazy="raise_on_sql")
