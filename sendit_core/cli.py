@@ -155,7 +155,9 @@ def cmd_import(args: argparse.Namespace) -> int:
                 bar.n = done
                 bar.refresh()
 
-            result = import_parallel(settings, pm, submission, processes, progress=advance)
+            # quiet, nobody watches: no count of the files done every quarter second
+            result = import_parallel(settings, pm, submission, processes,
+                                     progress=None if quiet else advance)
         else:
             ingestor = Ingestor(settings, pm, session_factory)
             ingestor.on_chunk = lambda chunk_result, n: bar.update(n)
