@@ -141,14 +141,15 @@ def test_the_command_leaves_the_sqlite_database_whole(make_settings, folder, tmp
 
 def test_commands_start_without_the_web_framework(make_settings, tmp_path):
     """Reading the ini file and loading every plugin, which each command does
-    first, imports no web framework and no PostgreSQL driver: together they
-    were half of the command's start-up, and an import pays it every time."""
+    first, imports no web framework, no PostgreSQL driver and no broker client:
+    together they were half of the command's start-up, and an import pays it
+    every time."""
     ini = write_ini(tmp_path / "app.ini", make_settings())
     script = ("import sys\n"
               "from sendit_core.cli import read_ini\n"
               f"read_ini({str(ini)!r}, setup_logging=False)\n"
               "print(' '.join(sorted(m for m in ('pyramid', 'webob', 'zope.sqlalchemy', 'psycopg',"
-              " 'cornice', 'jinja2') if m in sys.modules)))\n")
+              " 'cornice', 'jinja2', 'kombu') if m in sys.modules)))\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     imported = set(out.stdout.split())

@@ -34,7 +34,6 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
-from sendit_core.broker import publish_jobs
 from sendit_core.models import Batch, BatchStatus, IngestError, Job, JobFile, utcnow
 from sendit_core.pipeline import Submission, create_jobs
 
@@ -235,6 +234,8 @@ def sync_folder(session_factory, settings: dict[str, Any], folder: Path) -> Sync
         if submission.job_ids:  # dated from the listing, not from the end of a long one
             db.execute(update(Job).where(Job.id.in_(submission.job_ids)).values(created_at=listed_at))
         db.commit()
+    from sendit_core.broker import publish_jobs  # here, as the core does: kombu only when publishing
+
     publish_jobs(settings, submission.job_ids)
     result.batch_id, result.batch_name = submission.batch_id, folder.name
     result.new_batch, result.submitted = batch is None, submission.file_count
