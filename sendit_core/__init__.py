@@ -27,11 +27,13 @@ def main(global_config, **raw_settings):
 
 
 def __getattr__(name: str):
+    """``sendit_core.create_app``, imported on first use (it needs Pyramid)."""
     if name == "create_app":
         from .app import create_app
 
         return create_app
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "HeaderElement", "IngestSource", "NavItem", "Panel", "ParseError", "ParsedFile",
