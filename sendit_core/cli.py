@@ -301,9 +301,10 @@ def run() -> None:
     That sweep walks every object the command made (its modules, mappers,
     plugins, a run's leftovers) only to free memory the process gives back to
     the system at once anyway: 0.1-0.25 s of every command. Nothing depends on
-    it: files are closed as their last reference goes, and every engine closes
-    its database connections at exit (:func:`sendit_core.models.get_engine`),
-    which is when SQLite writes its WAL back into the database file.
+    it: the system closes the process's files, logging flushes its handlers at
+    exit, and every engine closes its database connections then too
+    (:func:`sendit_core.models.get_engine`), which is when SQLite writes its
+    WAL back into the database file.
     """
     code = main()
     gc.freeze()
