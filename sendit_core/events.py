@@ -30,3 +30,8 @@ def image_imported(pm, image, batch, settings: dict[str, Any]) -> int:
 def batch_finished(pm, batch, settings: dict[str, Any]) -> int:
     """Tell plugins a batch reached its final status (call after the commit)."""
     return notify(pm, "sendit_batch_finished", batch=batch, settings=settings)
+
+
+def batch_deleted(pm, batch_id: int, settings: dict[str, Any]) -> int:
+    """Tell plugins a batch was deleted (call after the commit)."""
+    return notify(pm, "sendit_batch_deleted", batch_id=batch_id, settings=settings)

@@ -212,6 +212,25 @@ def sendit_batch_finished(batch: Batch, settings: dict[str, Any]) -> None:
     """
 
 
+@hookspec
+def sendit_batch_deleted(batch_id: int, settings: dict[str, Any]) -> None:
+    """Forget what the plugin kept of a batch that was deleted.
+
+    Called in the process that deleted the batch (the dashboard's delete
+    button, ``DELETE /api/batches/{id}``), once the deletion has committed and
+    the batch's stored files are gone: its images, header values, errors and
+    jobs no longer exist. Remove what the plugin derived from them (caches,
+    copies, exports), so that deleting a batch deletes all of its data. Not
+    called for a deletion that rolled back. Exceptions are logged and change
+    nothing.
+
+    :param batch_id: the deleted batch's id (on SQLite, a later batch may get
+        the same id again).
+    :param settings: the converted settings.
+    :returns: nothing.
+    """
+
+
 # --------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------

@@ -184,6 +184,29 @@ def test_hook_sendit_batch_finished(example_app, batch_and_image):
     assert sendit_example.EVENTS == [("batch_finished", batch.id)]
 
 
+def test_hook_sendit_batch_deleted(example_app, batch_and_image):
+    """Told once the deletion has committed, and only then."""
+    import transaction
+
+    from sendit_core import batches
+    from sendit_core.models import get_tm_session
+
+    batch, _ = batch_and_image
+    sendit_example.EVENTS.clear()
+    factory = example_app.registry["dbsession_factory"]
+    for outcome in ("abort", "commit"):
+        tm = transaction.TransactionManager(explicit=True)
+        tm.begin()
+        db = get_tm_session(factory, tm)
+        batches.delete_batch(db, tm.get(), db.get(Batch, batch.id), settings=example_app.settings,
+                             pm=example_app.pm)
+        assert sendit_example.EVENTS == []  # not before the commit
+        getattr(tm, outcome)()
+    assert sendit_example.EVENTS == [("batch_deleted", batch.id)]  # the aborted one told no one
+    with example_app.session() as db:
+        assert db.get(Batch, batch.id) is None
+
+
 def test_hook_sendit_add_commands(tmp_path, capsys):
     ini = tmp_path / "app.ini"
     ini.write_text("[app:main]\nuse = egg:sendit\nsendit.lockdown.password = pw\n"

@@ -451,6 +451,41 @@ def test_a_volume_is_assembled_once_and_rebuilt_when_the_series_grows(make_app, 
     assert web.get(first["urls"]["volume"], status=410).json["error"] == "expired"
 
 
+def test_deleting_a_batch_removes_its_volumes_from_the_cache(make_app, tmp_path):
+    """The cached volumes hold the batch's pixels: they go with it (through
+    ``sendit_batch_deleted``), in this process's open maps too, and the other
+    batch's volume stays."""
+    import base64
+
+    app = make_app()
+    web = client(app)
+    kept_paths = write_series(tmp_path / "kept", SeriesSpec(
+        slices=3, rows=8, columns=8, series_uid="1.2.826.0.1.3680043.10.1234.98.1",
+        study_uid="1.2.826.0.1.3680043.10.1234.98"))
+    gone_paths = write_series(tmp_path / "gone", SeriesSpec(
+        slices=3, rows=8, columns=8, series_uid="1.2.826.0.1.3680043.10.1234.97.1",
+        study_uid="1.2.826.0.1.3680043.10.1234.97"))
+    kept = series_ids(app, import_batch(app, kept_paths, "kept"))
+    gone_batch = import_batch(app, gone_paths, "gone")
+    gone = series_ids(app, gone_batch)
+    kept_info, _ = volume(web, kept[0])
+    gone_info, _ = volume(web, gone[0])  # read: its voxels are memory-mapped in this process
+    cache = app.registry["sendit_viewer.cache"]
+    assert gone_info["batch"] == gone_batch and cache.describe(gone_info["key"]) is not None
+    stale = cache.new_entry("sold-00000001")  # cached before volumes named their batch
+    (stale / "volume.raw").write_bytes(b"x")
+    cache.commit("sold-00000001", stale, {"shape": [1, 1, 1], "channels": 1, "dtype": "uint8"})
+
+    basic = {"Authorization": "Basic " + base64.b64encode(f"client:{PASSWORD}".encode()).decode()}
+    TestApp(app.wsgi).delete(f"/api/batches/{gone_batch}", headers=basic, status=204)
+
+    assert cache.describe(gone_info["key"]) is None and cache.open(gone_info["key"]) is None
+    assert web.get(gone_info["urls"]["volume"], status=410).json["error"] == "expired"
+    assert cache.describe("sold-00000001") is None
+    assert cache.describe(kept_info["key"]) is not None
+    assert volume(web, kept[0])[0]["key"] == kept_info["key"]
+
+
 def test_the_cache_keeps_to_its_size(tmp_path):
     cache = VolumeCache(tmp_path / "cache", limit_bytes=2500)
     for n, key in enumerate(("sa-00000001", "sb-00000002", "sc-00000003")):

@@ -226,8 +226,8 @@ def delete_batch(request):
     """
     found = _get(request, Batch, "batch")
     try:
-        core_batches.delete_batch(request.dbsession, request.tm.get(),
-                                  request.registry.settings["sendit.storage_dir"], found)
+        core_batches.delete_batch(request.dbsession, request.tm.get(), found,
+                                  settings=request.registry.settings, pm=request.registry["sendit.pm"])
     except core_batches.BatchBusy as exc:
         raise ApiError(409, str(exc)) from None
     log.info("API: deleted batch %s (%s images, %s errors)", found.id, found.image_count,

@@ -73,8 +73,8 @@ def delete_batch(request):
     and, once that has committed, its stored files."""
     batch = get_or_404(request, Batch, "batch")
     try:
-        batches.delete_batch(request.dbsession, request.tm.get(),
-                             request.registry.settings["sendit.storage_dir"], batch)
+        batches.delete_batch(request.dbsession, request.tm.get(), batch,
+                             settings=request.registry.settings, pm=request.registry["sendit.pm"])
     except batches.BatchBusy as exc:
         request.session.flash(str(exc), "error")
         return HTTPSeeOther(request.route_url("batch", id=batch.id))

@@ -8,10 +8,13 @@ happen in the browser (``static/viewer.js``). See ``docs/viewer.md``.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from sendit_core import Panel, Setting, hookimpl
 from sendit_core.settings import positive, to_int
+
+log = logging.getLogger(__name__)
 
 
 def _optional_folder(value: str, ctx) -> Path | None:
@@ -46,6 +49,16 @@ def sendit_settings():
 @hookimpl
 def sendit_pyramid_configure(config):
     config.include("sendit_viewer.views")
+
+
+@hookimpl
+def sendit_batch_deleted(batch_id, settings):
+    """A deleted batch's volumes leave the cache with it: they hold its pixels."""
+    from .cache import VolumeCache, folder_for
+
+    removed = VolumeCache(folder_for(settings), settings["sendit.viewer.cache_mb"] << 20).forget_batch(batch_id)
+    if removed:
+        log.info("viewer cache: removed %d volume(s) of deleted batch %s", removed, batch_id)
 
 
 @hookimpl

@@ -35,6 +35,11 @@ KEY = re.compile(r"^[a-z0-9]{1,40}-[0-9a-f]{8,64}$")
 OPEN_VOLUMES = 6
 
 
+def folder_for(settings: dict) -> Path:
+    """The cache folder the settings name (``sendit.viewer.cache_dir``, or the var folder's)."""
+    return Path(settings.get("sendit.viewer.cache_dir") or Path(settings["sendit.var_dir"]) / "viewer-cache")
+
+
 class VolumeCache:
     """One cache folder, with its locks and open volumes."""
 
@@ -68,9 +73,12 @@ class VolumeCache:
     def open(self, key: str) -> tuple[dict, np.memmap] | None:
         """The description and the voxels, memory-mapped read-only."""
         with self._lock:
-            if key in self._open:
-                self._open.move_to_end(key)
-                return self._open[key]
+            found = self._open.get(key)
+            if found is not None:
+                if (self.folder / key / "volume.json").exists():
+                    self._open.move_to_end(key)
+                    return found
+                del self._open[key]  # removed meanwhile (its batch deleted, evicted by another process)
         info = self.describe(key)
         if info is None:
             return None
@@ -153,6 +161,23 @@ class VolumeCache:
             stale = []
         for folder in stale:
             shutil.rmtree(folder, ignore_errors=True)
+
+    def forget_batch(self, batch_id: int) -> int:
+        """Remove the volumes made of a (deleted) batch's images; return how many.
+
+        Volumes that do not say which batch they come from (cached before they
+        did) go too: they are rebuilt on demand, and one might be this batch's.
+        """
+        removed = 0
+        for entry in self._entries():
+            try:
+                info = json.loads((entry / "volume.json").read_text())
+            except (OSError, ValueError):
+                continue  # being written, or not a volume: left to eviction
+            if info.get("batch", batch_id) == batch_id:
+                self._remove(entry)
+                removed += 1
+        return removed
 
     def clear(self) -> None:
         """Remove every cached volume (they are rebuilt on demand)."""

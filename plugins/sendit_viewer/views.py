@@ -20,7 +20,6 @@ file, a volume too large, an unknown or expired volume.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 from markupsafe import Markup
@@ -31,7 +30,7 @@ from sqlalchemy import func, select
 
 from sendit_core.models import HeaderField, HeaderValue, Image
 
-from .cache import VolumeCache
+from .cache import VolumeCache, folder_for
 from .decode import ViewerError
 from .volume import current_index, own_slice, volume_for
 
@@ -192,8 +191,7 @@ def panel_html(request, image: Image) -> Markup:
 
 def includeme(config):
     settings = config.get_settings()
-    folder = settings.get("sendit.viewer.cache_dir") or Path(settings["sendit.var_dir"]) / "viewer-cache"
-    config.registry[CACHE] = VolumeCache(Path(folder), settings["sendit.viewer.cache_mb"] << 20)
+    config.registry[CACHE] = VolumeCache(folder_for(settings), settings["sendit.viewer.cache_mb"] << 20)
     config.add_static_view("static-viewer", "sendit_viewer:static", cache_max_age=3600, permission="view")
     config.add_route("viewer_slice", "/viewer/images/{id}/slice.raw")
     config.add_route("viewer_info", "/viewer/images/{id}/volume.json")

@@ -73,6 +73,7 @@ class Target:
 
     key: str
     image_id: int
+    batch_id: int
     path: Path
     dataset: Dataset
     facts: ImageFacts
@@ -105,7 +106,7 @@ def target_for(db, image: Image, storage_dir: Path) -> Target:
             .where(Image.batch_id == image.batch_id, Image.series_instance_uid == image.series_instance_uid)
             .order_by(Image.id)).all()
         digest = _hash(signature, *(f"{m.id}:{m.size}:{m.created_at}:{m.stored_path}" for m in members))
-    return Target(f"{family}-{digest[:24]}", image.id, path, dataset, ref, members)
+    return Target(f"{family}-{digest[:24]}", image.id, image.batch_id, path, dataset, ref, members)
 
 
 def _hash(*parts) -> str:
@@ -308,7 +309,7 @@ def build(db, target: Target, settings: dict, cache: VolumeCache) -> dict:
         low = min(b[0] for b in bounds) if bounds else 0.0
         high = max(b[1] for b in bounds) if bounds else 0.0
         info = {
-            "version": FORMAT, "key": target.key,
+            "version": FORMAT, "key": target.key, "batch": target.batch_id,
             "shape": list(shape[:3]), "channels": channels, "dtype": dtype.name,
             "spacing": lay.spacing, "origin": lay.origin, "axes": lay.axes, "oriented": lay.oriented,
             "rescale": {"slope": slope, "intercept": intercept}, "unit": ref.unit,
@@ -404,7 +405,7 @@ def own_slice(image: Image, settings: dict) -> tuple[dict, np.ndarray]:
     ref = facts(dataset)
     index, origin = 0, ref.position
     if ref.frames > 1:
-        lay = plan_frames(Target("", image.id, path, dataset, ref, None))
+        lay = plan_frames(Target("", image.id, image.batch_id, path, dataset, ref, None))
         middle = lay.slices[len(lay.slices) // 2]
         index, origin = middle.source, (middle.position or lay.origin)
         try:

@@ -91,6 +91,11 @@ def sendit_batch_finished(batch):
     EVENTS.append(("batch_finished", batch.id))
 
 
+@hookimpl
+def sendit_batch_deleted(batch_id):
+    EVENTS.append(("batch_deleted", batch_id))
+
+
 class ExampleSource(IngestSource):
     """A daemon-like source whose state lives in a file, to show start/stop/status."""
 
