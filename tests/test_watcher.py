@@ -216,6 +216,9 @@ def test_a_tmp_folder_renamed_to_its_final_name_becomes_one_batch(make_env, poll
     assert (batch.name, batch.source, batch.status, batch.image_count, batch.error_count) == \
         ("x", "watcher", BatchStatus.DONE, 6, 0)
     assert [b.name for b in env.batches()] == ["x"]
+    # the worker may finish the batch before the watcher has written the line it
+    # writes after queueing it: wait for the line, then read the whole log
+    env.wait_for_log(f"IMPORTING: {env.data / 'x'} -> new batch 'x'")
     log = env.log()
     for line in (f"CREATE EVENT: {staging}", f"NOTFINISHED: {staging}",
                  f"MOVED EVENT: {staging} -> {env.data / 'x'}", f"FINISHED: {env.data / 'x'}",
@@ -271,6 +274,7 @@ def test_files_written_slowly_into_a_finished_folder_make_one_batch(make_env, tm
         _stop_worker(*running)
     assert [(b.name, b.image_count) for b in env.batches()] == [("slow", 8)]
     assert len(env.job_files(batch.id)) == 8
+    env.wait_for_log(f"IMPORTING: {target}")  # written after the queueing, maybe after the import
     assert env.log().count(f"IMPORTING: {target}") == 1, env.log()
 
 
