@@ -150,3 +150,23 @@ def test_upgrading_past_0004_keeps_every_image_and_header_value(tmp_path):
         assert "sha256" in {c["name"] for c in inspect(conn).get_columns("image")}
         assert conn.execute(text("SELECT count(*) FROM header_value")).scalar() == 1
     engine.dispose()
+
+
+def test_0004_on_a_sqlite_too_old_to_drop_a_column_says_so_and_changes_nothing(tmp_path, monkeypatch):
+    import sqlite3
+
+    from alembic import command
+    from sqlalchemy import inspect
+
+    from sendit_core.models import alembic_config, get_engine
+
+    settings = {"sqlalchemy.url": f"sqlite:///{tmp_path / 'old.sqlite'}"}
+    engine = get_engine(settings)
+    command.upgrade(alembic_config(settings, engine), "0003")
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 34, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.34.1")
+    with pytest.raises(RuntimeError, match="needs SQLite 3.35 or newer.*SQLite 3.34.1"):
+        command.upgrade(alembic_config(settings, engine), "head")
+    with engine.connect() as conn:
+        assert "sha256" in {c["name"] for c in inspect(conn).get_columns("image")}
+    engine.dispose()
