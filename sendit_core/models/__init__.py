@@ -43,47 +43,34 @@ def get_engine(settings: dict[str, Any], prefix: str = "sqlalchemy.") -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    _new_pool_after_fork(engine)
-    _close_at_exit(engine)
+    _dispose_after_fork_and_at_exit(engine)
     return engine
 
 
-def _new_pool_after_fork(engine: Engine) -> None:
-    """A forked child (a server process of production.ini's gunicorn, which
-    loads the app before it forks) starts with an empty pool of its own.
+def _dispose_after_fork_and_at_exit(engine: Engine) -> None:
+    """Give a forked child an empty pool, and close the pool at exit.
 
-    A database connection shared by two processes corrupts both sides'
-    conversations, so the child forgets the parent's connections without
-    closing them (closing would end them for the parent too, and would drop
-    SQLite's locks the parent holds): SQLAlchemy's ``dispose(close=False)``.
+    After a fork (a server process of production.ini's gunicorn, which loads
+    the app before it forks) the child forgets the parent's connections
+    without closing them: a connection shared by two processes corrupts both
+    sides' conversations, and closing would end it for the parent too (and
+    drop SQLite's locks the parent holds): ``dispose(close=False)``.
+
+    At exit the pooled connections are closed. Left to the garbage collector,
+    they close only if its last sweep runs (the ``sendit`` command skips it)
+    and in no set order; closed here, SQLite folds its write-ahead log back
+    into the database file and removes it, so the ``.sqlite`` file alone holds
+    everything once a command or the server has stopped.
     """
     ref = weakref.ref(engine)
 
-    def forget() -> None:
+    def dispose(close: bool) -> None:
         found = ref()
         if found is not None:
-            found.dispose(close=False)
+            found.dispose(close=close)
 
-    os.register_at_fork(after_in_child=forget)
-
-
-def _close_at_exit(engine: Engine) -> None:
-    """Close the engine's pooled connections when the interpreter exits.
-
-    Left to the garbage collector, they close only if its last sweep runs
-    (the ``sendit`` command skips it) and in no set order; closed here, SQLite
-    folds its write-ahead log back into the database file and removes it, so
-    the ``.sqlite`` file alone holds everything once a command or the server
-    has stopped.
-    """
-    ref = weakref.ref(engine)
-
-    def close() -> None:
-        found = ref()
-        if found is not None:
-            found.dispose()
-
-    atexit.register(close)
+    os.register_at_fork(after_in_child=lambda: dispose(False))
+    atexit.register(dispose, True)
 
 
 def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
