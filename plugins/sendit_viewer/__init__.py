@@ -54,10 +54,9 @@ def sendit_pyramid_configure(config):
 @hookimpl
 def sendit_batch_deleted(batch_id, settings):
     """A deleted batch's volumes leave the cache with it: they hold its pixels."""
-    from .cache import VolumeCache, folder_for
+    from .cache import VolumeCache
 
-    cache = VolumeCache(folder_for(settings), settings["sendit.viewer.cache_mb"] << 20)
-    removed = cache.forget_batch(batch_id)
+    removed = VolumeCache.from_settings(settings).forget_batch(batch_id)
     if removed:
         log.info("viewer cache: removed %d volume(s) of deleted batch %s", removed, batch_id)
 

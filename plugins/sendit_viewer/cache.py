@@ -43,6 +43,11 @@ def folder_for(settings: dict) -> Path:
 class VolumeCache:
     """One cache folder, with its locks and open volumes."""
 
+    @classmethod
+    def from_settings(cls, settings: dict) -> "VolumeCache":
+        """The cache the settings describe (``sendit.viewer.cache_dir`` and ``cache_mb``)."""
+        return cls(folder_for(settings), settings["sendit.viewer.cache_mb"] << 20)
+
     def __init__(self, folder: Path, limit_bytes: int):
         self.folder = Path(folder)
         self.limit_bytes = limit_bytes

@@ -30,7 +30,7 @@ from sqlalchemy import func, select
 
 from sendit_core.models import HeaderField, HeaderValue, Image
 
-from .cache import VolumeCache, folder_for
+from .cache import VolumeCache
 from .decode import ViewerError
 from .volume import current_index, own_slice, volume_for
 
@@ -191,7 +191,7 @@ def panel_html(request, image: Image) -> Markup:
 
 def includeme(config):
     settings = config.get_settings()
-    config.registry[CACHE] = VolumeCache(folder_for(settings), settings["sendit.viewer.cache_mb"] << 20)
+    config.registry[CACHE] = VolumeCache.from_settings(settings)
     config.add_static_view("static-viewer", "sendit_viewer:static", cache_max_age=3600, permission="view")
     config.add_route("viewer_slice", "/viewer/images/{id}/slice.raw")
     config.add_route("viewer_info", "/viewer/images/{id}/volume.json")
