@@ -24,8 +24,12 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install 'setuptools<82' wheel
 
+# byte-compiled once here: an editable install is otherwise compiled by each
+# command that starts (where PYTHONDONTWRITEBYTECODE is set, as in many
+# containers, every time: 0.06 s of each command); stale files are ignored
 $(VENV)/.installed: $(VENV)/bin/python setup.cfg pyproject.toml
 	$(PIP) install -e .
+	$(BIN)/python -m compileall -q sendit_core plugins >/dev/null
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed

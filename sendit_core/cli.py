@@ -10,6 +10,7 @@ import argparse
 import configparser
 import gc
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -305,7 +306,13 @@ def run() -> None:
     exit, and every engine closes its database connections then too
     (:func:`sendit_core.models.get_engine`), which is when SQLite writes its
     WAL back into the database file.
+
+    Before anything imports numpy (pydicom does), OpenBLAS is told to start
+    no thread pool of its own unless the user says otherwise: no command
+    multiplies matrices, yet its threads spin on the other cores after they
+    start, ~0.1 s of CPU time a command that a parallel import wants.
     """
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     code = main()
     gc.freeze()
     sys.exit(code)

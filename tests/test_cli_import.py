@@ -1,4 +1,5 @@
 """`sendit import`: in-process or through workers, with a summary and honest exit codes."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -156,3 +157,20 @@ def test_commands_start_without_the_web_framework(make_settings, tmp_path):
     if "postgresql" in make_settings()["sqlalchemy.url"]:
         imported.discard("psycopg")  # the database's own driver, when the tests run on PostgreSQL
     assert imported == set()
+
+
+@pytest.mark.parametrize("given, expected", [(None, "1"), ("4", "4")])
+def test_the_command_keeps_numpy_to_one_blas_thread(given, expected):
+    """OpenBLAS's thread pool, started when pydicom imports numpy, spins on the
+    other cores for nothing: the console script asks for none before numpy is
+    imported, unless the environment already says how many."""
+    script = ("import os, sys\n"
+              "from sendit_core import cli\n"
+              "cli.main = lambda: print(os.environ.get('OPENBLAS_NUM_THREADS'), 'numpy' in sys.modules) or 0\n"
+              "cli.run()\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if given:
+        env["OPENBLAS_NUM_THREADS"] = given
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [expected, "False"]
