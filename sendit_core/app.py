@@ -12,6 +12,7 @@ from pyramid.events import BeforeRender
 from pyramid.renderers import JSON
 from pyramid.csrf import get_csrf_token
 
+from .models import SchemaError, check_schema
 from .settings import load_config
 from .listing import number
 from .ui import collect
@@ -23,7 +24,11 @@ def main(global_config: dict[str, Any], **raw_settings: Any):
     """The ``paste.app_factory``: ``pserve development.ini`` calls this."""
     here = (global_config or {}).get("here")
     settings, pm = load_config(raw_settings, here=here)
-    app = create_app(settings, pm)
+    settings["sendit._ini_file"] = (global_config or {}).get("__file__") or "INI"
+    try:
+        app = create_app(settings, pm)
+    except SchemaError as exc:  # a sentence for the person starting the server, no traceback
+        raise SystemExit(f"sendit cannot start: {exc}") from None
     if settings["sendit.worker"] == "thread":
         from .worker import start_thread_worker
 
@@ -54,6 +59,8 @@ def create_app(settings: dict[str, Any], pm: pluggy.PluginManager):
             from .models import upgrade_schema
 
             upgrade_schema(settings, settings["sendit.engine"])
+        else:
+            check_schema(settings["sendit.engine"], settings.get("sendit._ini_file", "INI"))
         config.commit()  # the core is ready: now the plugins
         config.get_jinja2_environment().filters["number"] = number  # listing.jinja2's
         pm.hook.sendit_pyramid_configure(config=config, settings=settings)

@@ -96,16 +96,13 @@ def _session_factory(settings: dict[str, Any]):
     return get_session_factory(engine)
 
 
-def _check_schema(session_factory) -> None:
-    from sqlalchemy import text
-    from sqlalchemy.exc import SQLAlchemyError
+def _check_schema(settings: dict[str, Any], ini: str) -> None:
+    from .models import SchemaError, check_schema
 
     try:
-        with session_factory() as db:
-            db.execute(text("SELECT 1 FROM job WHERE 1 = 0"))
-    except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise CommandError(f"the database is not ready ({reason}); run 'sendit initdb INI' first") from None
+        check_schema(settings["sendit.engine"], ini)
+    except SchemaError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -121,7 +118,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     if missing:
         raise CommandError("no such file or folder: " + ", ".join(missing))
     session_factory = _session_factory(settings)
-    _check_schema(session_factory)
+    _check_schema(settings, args.ini)
     started = time.monotonic()
     files = iter_files(args.paths)
     delete = True if args.delete_source else None
@@ -218,7 +215,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings, pm = read_ini(args.ini)
     session_factory = _session_factory(settings)
-    _check_schema(session_factory)
+    _check_schema(settings, args.ini)
     worker = Worker(settings, pm, session_factory)
 
     def stop(signum, frame):

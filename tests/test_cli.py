@@ -115,3 +115,26 @@ def test_development_ini_is_valid(tmp_path):
     settings, pm = load_config(raw)
     assert settings["sendit.worker"] == "thread"
     assert settings["sendit.data_dir"] == ROOT / "var" / "data"
+
+
+def test_the_server_refuses_to_start_on_a_database_without_the_schema(tmp_path):
+    """With ``sendit.db.auto_create = false`` (production) the web app checks
+    the schema instead of creating it: on a database nobody initialised it stops
+    at once with what to run, instead of answering every request with a 500."""
+    ini = write_ini(tmp_path, "\n[server:main]\nuse = egg:waitress#main\nlisten = 127.0.0.1:0\n",
+                    sendit__db__auto_create="false", sendit__worker="external")
+    pserve = Path(sys.executable).parent / "pserve"
+    out = subprocess.run([str(pserve), str(ini)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert (f"sendit cannot start: the database sqlite:///{tmp_path}/var/db.sqlite has no sendit "
+            f"tables yet; run 'sendit initdb {ini}' first") in out.stderr
+    assert "Traceback" not in out.stderr
+    assert main(["initdb", str(ini)]) == 0  # what the message says to do is enough
+    from sendit_core import main as app_factory
+
+    settings = {"sqlalchemy.url": f"sqlite:///{tmp_path}/var/db.sqlite", "sendit.lockdown.password": "pw",
+                "sendit.db.auto_create": "false", "sendit.worker": "external",
+                "sendit.var_dir": str(tmp_path / "var")}
+    app = app_factory({"__file__": str(ini), "here": str(tmp_path)}, **settings)
+    assert app.registry.settings["sendit._ini_file"] == str(ini)
+    app.registry.settings["sendit.engine"].dispose()

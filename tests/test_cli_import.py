@@ -107,7 +107,8 @@ def test_an_uninitialised_database_says_what_to_do(tmp_path, folder):
     ini = write_ini(tmp_path / "fresh.ini", {"sqlalchemy.url": f"sqlite:///{tmp_path}/new.sqlite",
                                             "sendit.lockdown.password": "pw"})
     out = run("import", ini, folder, "--now")
-    assert out.returncode == 1 and "run 'sendit initdb INI' first" in out.stderr
+    assert out.returncode == 1 and f"has no sendit tables yet; run 'sendit initdb {ini}' first" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_parallel_import_processes_share_the_jobs(make_app, make_settings, folder, tmp_path):

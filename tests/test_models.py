@@ -170,3 +170,52 @@ def test_0004_on_a_sqlite_too_old_to_drop_a_column_says_so_and_changes_nothing(t
     with engine.connect() as conn:
         assert "sha256" in {c["name"] for c in inspect(conn).get_columns("image")}
     engine.dispose()
+
+
+def test_schema_revision_is_the_newest_migration():
+    from alembic.script import ScriptDirectory
+
+    from sendit_core.models import SCHEMA_REVISION, alembic_config
+
+    assert ScriptDirectory.from_config(alembic_config({"sqlalchemy.url": "sqlite://"})).get_heads() \
+        == [SCHEMA_REVISION]
+
+
+def test_check_schema_passes_a_database_at_the_newest_revision(dbengine):
+    from sendit_core.models import check_schema
+
+    check_schema(dbengine)  # the test database is migrated to head
+
+
+def test_check_schema_says_what_to_run_for_a_missing_old_or_newer_schema(tmp_path):
+    from alembic import command
+    from sqlalchemy import text
+
+    from sendit_core.models import SCHEMA_REVISION, SchemaError, alembic_config, check_schema, get_engine
+
+    settings = {"sqlalchemy.url": f"sqlite:///{tmp_path / 'db.sqlite'}"}
+    engine = get_engine(settings)
+    with pytest.raises(SchemaError, match=r"db\.sqlite has no sendit tables yet; "
+                                          r"run 'sendit initdb prod\.ini' first"):
+        check_schema(engine, "prod.ini")
+    command.upgrade(alembic_config(settings, engine), "0003")
+    with pytest.raises(SchemaError, match=f"is at schema revision 0003 and this sendit needs "
+                                          f"{SCHEMA_REVISION}; run 'sendit initdb INI' to upgrade it"):
+        check_schema(engine)
+    command.upgrade(alembic_config(settings, engine), "head")
+    check_schema(engine)
+    with engine.begin() as conn:  # as a later sendit would leave it
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    with pytest.raises(SchemaError, match="revision 9999, made by a newer sendit"):
+        check_schema(engine)
+    engine.dispose()
+
+
+def test_check_schema_names_a_database_it_cannot_reach():
+    from sendit_core.models import SchemaError, check_schema, get_engine
+
+    engine = get_engine({"sqlalchemy.url": "postgresql+psycopg://nobody:secret@127.0.0.1:1/none"})
+    with pytest.raises(SchemaError, match=r"cannot read the database "
+                                          r"postgresql\+psycopg://nobody:\*\*\*@127.0.0.1:1/none") as info:
+        check_schema(engine)
+    assert "secret" not in str(info.value)

@@ -18,11 +18,8 @@ from logging.handlers import WatchedFileHandler
 from pathlib import Path
 from typing import Any, Callable
 
-from sqlalchemy import select as sql_select
-from sqlalchemy.exc import SQLAlchemyError
-
 from sendit_core import IngestSource, SourceStatus
-from sendit_core.models import Job, get_engine, get_session_factory
+from sendit_core.models import SchemaError, check_schema, get_engine, get_session_factory
 
 from . import pidfile
 from .watcher import Watcher, WatcherError, check_data_dir, events_log
@@ -87,14 +84,11 @@ def open_database(settings: dict[str, Any]):
     """A session factory on a database that has sendit's schema."""
     engine = settings.get("sendit.engine") or get_engine(settings)
     settings["sendit.engine"] = engine
-    factory = get_session_factory(engine)
     try:
-        with factory() as db:
-            db.execute(sql_select(Job.id).limit(0))
-    except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise WatcherError(f"the database is not ready ({reason}); run 'sendit initdb INI' first") from None
-    return factory
+        check_schema(engine)
+    except SchemaError as exc:
+        raise WatcherError(str(exc)) from None
+    return get_session_factory(engine)
 
 
 def run_watcher(settings: dict[str, Any], *, on_ready: Callable[[], None] | None = None,

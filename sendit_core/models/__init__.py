@@ -1,7 +1,8 @@
 """The data model, the engine and the per-request session.
 
 Public functions other modules and plugins use: :func:`get_engine`,
-:func:`get_session_factory`, :func:`get_tm_session` and :func:`upgrade_schema`.
+:func:`get_session_factory`, :func:`get_tm_session`, :func:`upgrade_schema` and
+:func:`check_schema`.
 """
 from __future__ import annotations
 
@@ -25,9 +26,14 @@ from .meta import Base, utcnow
 __all__ = [
     "Base", "Batch", "BatchStatus", "FileOutcome", "HeaderField", "HeaderValue", "Image",
     "IngestError", "Job", "JobFile", "JobStatus",
-    "MAX_VALUE_LENGTH", "get_engine", "get_session_factory", "get_tm_session",
-    "upgrade_schema", "utcnow",
+    "MAX_VALUE_LENGTH", "SCHEMA_REVISION", "SchemaError", "check_schema", "get_engine",
+    "get_session_factory", "get_tm_session", "upgrade_schema", "utcnow",
 ]
+
+#: the newest migration in ``sendit_core/migrations/versions`` (a test keeps the
+#: two equal): the schema this code reads and writes. Revisions are numbered
+#: ``0001``, ``0002``... so that they sort in the order they were made.
+SCHEMA_REVISION = "0004"
 
 configure_mappers()
 
@@ -116,6 +122,44 @@ def upgrade_schema(settings: dict[str, Any], engine: Engine | None = None) -> st
     command.upgrade(alembic_config(settings, engine), "head")
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+class SchemaError(RuntimeError):
+    """The database has no sendit schema, or not the one this code needs."""
+
+
+def check_schema(engine: Engine, ini: str = "INI") -> None:
+    """Raise :class:`SchemaError`, saying what to run (``sendit initdb`` on the
+    ini file ``ini``), unless the database's schema is :data:`SCHEMA_REVISION`.
+
+    Every program that does not create the schema itself (the web app with
+    ``sendit.db.auto_create = false``, workers, the watcher, imports) checks it
+    before it starts: a database never initialised, or one left behind by an
+    upgrade of the code, would otherwise fail on every request or file with a
+    missing table or column. One query; alembic is not imported.
+    """
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import SQLAlchemyError
+
+    where = engine.url.render_as_string(hide_password=True)
+    try:
+        with engine.connect() as conn:
+            found = (conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+                     if inspect(conn).has_table("alembic_version") else None)
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise SchemaError(f"cannot read the database {where} ({reason})") from None
+    if found is None:
+        raise SchemaError(f"the database {where} has no sendit tables yet; "
+                          f"run 'sendit initdb {ini}' first")
+    if found > SCHEMA_REVISION:
+        raise SchemaError(f"the database {where} is at schema revision {found}, made by a newer "
+                          f"sendit than this one (which knows revisions up to {SCHEMA_REVISION}); "
+                          f"run that newer version, or restore the backup taken before upgrading")
+    if found != SCHEMA_REVISION:
+        raise SchemaError(f"the database {where} is at schema revision {found} and this sendit "
+                          f"needs {SCHEMA_REVISION}; run 'sendit initdb {ini}' to upgrade it "
+                          f"(back it up first: docs/deploy.md)")
 
 
 def includeme(config) -> None:
