@@ -27,7 +27,6 @@
 from __future__ import annotations
 
 import argparse
-import base64
 import http.client
 import json
 import random
@@ -45,8 +44,8 @@ sys.path.insert(0, str(HERE))
 import ingest  # noqa: E402  (bench/ingest.py: corpus cache, Orthanc runner, sendit import)
 
 BIN = Path(sys.executable).parent
-PASSWORD = "bench"
-AUTH = "Basic " + base64.b64encode(f"bench:{PASSWORD}".encode()).decode()
+PASSWORD = "bench"  # the user and password ingest.AUTH sends to both programs
+AUTH = ingest.AUTH
 PAGE = 100
 
 
@@ -162,15 +161,20 @@ def wrk(port: int, paths: list[str], seconds: int, headers: dict[str, str], work
     return {"rps": rps, "p50": p50, "p99": p99, "errors": bad_status + socket_errors}
 
 
-def runs(name: str, port: int, pages: list[str], headers: list[str], first: str, seconds: int,
-         auth: dict[str, str], work: Path) -> dict[str, dict]:
-    """The wrk runs of one server: 8 connections, and 1 (a single client's latency)."""
+def runs(name: str, port: int, pages: list[str], headers: list[str], first: str, images: list[str],
+         seconds: int, auth: dict[str, str], work: Path) -> dict[str, dict]:
+    """The wrk runs of one server: 8 connections, and 1 (a single client's latency).
+
+    ``images`` are one image's summary each, the smallest answer of either
+    program: what the web framework and the server cost around any request.
+    """
     result = {}
     for connections in (8, 1):
         suffix = "" if connections == 8 else " c1"
         result[f"{name} pages{suffix}"] = wrk(port, pages, seconds, auth, work, connections)
         result[f"{name} headers{suffix}"] = wrk(port, headers, seconds, auth, work, connections)
     result[f"{name} page 1"] = wrk(port, [first], seconds, auth, work)
+    result[f"{name} image"] = wrk(port, images, seconds, auth, work)
     return result
 
 
@@ -218,8 +222,9 @@ def measure(args, work: Path, folder: Path, files: list[Path], rng: random.Rando
         header_paths = [f"/api/images/{rng.choice(ids)}/headers" for _ in range(2000)]
         auth = {"Authorization": AUTH}
         server.get(page_paths[0])
+        image_paths = [f"/api/images/{rng.choice(ids)}" for _ in range(2000)]
         results.update(runs("sendit", server.port, page_paths, header_paths,
-                            f"/api/images?page_size={PAGE}", args.seconds, auth, work))
+                            f"/api/images?page_size={PAGE}", image_paths, args.seconds, auth, work))
         counts = count_timings(server, len(files))
     finally:
         server.stop()
@@ -239,8 +244,10 @@ def measure(args, work: Path, folder: Path, files: list[Path], rng: random.Rando
             page_paths = [f"/instances?expand&since={(rng.randint(1, pages) - 1) * PAGE}&limit={PAGE}"
                           for _ in range(2000)]
             header_paths = [f"/instances/{rng.choice(instances)}/simplified-tags" for _ in range(2000)]
+            image_paths = [f"/instances/{rng.choice(instances)}" for _ in range(2000)]
             results.update(runs("orthanc", orthanc.port, page_paths, header_paths,
-                                f"/instances?expand&since=0&limit={PAGE}", args.seconds, {}, work))
+                                f"/instances?expand&since=0&limit={PAGE}", image_paths, args.seconds,
+                                {"Authorization": AUTH}, work))
         finally:
             orthanc.stop()
     return counts
@@ -285,6 +292,7 @@ def main(argv=None) -> int:
             ("pages", f"a page of {PAGE} images (random page)", 8),
             ("page 1", f"the first page of {PAGE}", 8),
             ("headers", "one image's header (random image)", 8),
+            ("image", "one image's summary (random image)", 8),
             ("pages c1", f"a page of {PAGE} images (random page)", 1),
             ("headers c1", "one image's header (random image)", 1)):
         s, o = results[f"sendit {key}"], results.get(f"orthanc {key}")

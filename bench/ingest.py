@@ -23,6 +23,7 @@ files/s.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import http.client
 import json
@@ -45,6 +46,8 @@ BIN = Path(sys.executable).parent
 #: installs in the same virtualenv (it opens every imported file and takes an event
 #: per image, 0.05-0.1 ms a file that an installation never pays)
 AS_DEPLOYED = "sendit.plugins.disabled = example"
+#: both programs are asked for a password (sendit's lockdown, Orthanc's registered user)
+AUTH = "Basic " + base64.b64encode(b"bench:bench").decode()
 CORPORA = {"ct": dict(files=2000, series=10, rows=512, columns=512),
            "small": dict(files=20000, series=10, rows=64, columns=64)}
 
@@ -121,7 +124,9 @@ class Orthanc:
             "Name": "sendit-bench", "StorageDirectory": str(workdir / "storage"),
             "IndexDirectory": str(workdir / "index"), "HttpPort": self.port,
             "DicomServerEnabled": False, "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False, "Plugins": [], "StorageCompression": False,
+            # a password, as sendit's lockdown has: both check one on every request
+            "AuthenticationEnabled": True, "RegisteredUsers": {"bench": "bench"},
+            "Plugins": [], "StorageCompression": False,
             "HttpThreadsCount": 50, "ConcurrentJobs": 2, "LimitFindResults": 0,
             "LimitFindInstances": 0,
         }
@@ -143,7 +148,7 @@ class Orthanc:
 
     def get(self, path: str):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        conn.request("GET", path)
+        conn.request("GET", path, headers={"Authorization": AUTH})
         body = conn.getresponse().read()
         conn.close()
         return json.loads(body)
@@ -156,7 +161,7 @@ class Orthanc:
             if conn is None:
                 conn = local.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
             conn.request("POST", "/instances", body=path.read_bytes(),
-                         headers={"Content-Type": "application/dicom"})
+                         headers={"Content-Type": "application/dicom", "Authorization": AUTH})
             response = conn.getresponse()
             response.read()
             if response.status != 200:

@@ -382,12 +382,15 @@ def time_search_page(url: str, workdir: Path, queries: list[tuple[str, dict]]) -
 def time_orthanc(orthanc, queries: list[tuple[str, dict]]) -> dict:
     import http.client
 
+    from ingest import AUTH
+
     times, counts = [], []
     conn = http.client.HTTPConnection("127.0.0.1", orthanc.port, timeout=300)
     for _q, query in queries:
         body = json.dumps({"Level": "Instance", "Query": query, "Expand": False})
         started = time.perf_counter()
-        conn.request("POST", "/tools/find", body=body, headers={"Content-Type": "application/json"})
+        conn.request("POST", "/tools/find", body=body,
+                     headers={"Content-Type": "application/json", "Authorization": AUTH})
         answer = json.loads(conn.getresponse().read())
         times.append((time.perf_counter() - started) * 1000)
         counts.append(len(answer))
@@ -518,7 +521,7 @@ def main(argv=None) -> int:
         orthanc = None
         try:
             if has_orthanc and not args.no_sqlite:
-                from ingest import Orthanc  # bench/ingest.py: the same Orthanc set-up
+                from ingest import Orthanc  # bench/ingest.py: the same Orthanc set-up (and password)
 
                 (work / "orthanc").mkdir()
                 orthanc = Orthanc(work / "orthanc")

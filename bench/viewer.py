@@ -225,10 +225,10 @@ def bench_orthanc(folder: Path, workdir: Path, uids: list[str]) -> dict | None:
         ids = []
         for uid in uids:
             conn = http.client.HTTPConnection("127.0.0.1", orthanc.port, timeout=60)
-            conn.request("POST", "/tools/lookup", body=uid)
+            conn.request("POST", "/tools/lookup", body=uid, headers={"Authorization": ingest.AUTH})
             ids.append(json.loads(conn.getresponse().read())[0]["ID"])
             conn.close()
-        client = Client(orthanc.port)
+        client = Client(orthanc.port, "bench:bench")
         middle = ids[len(ids) // 2]
         cold = client.get(f"/instances/{middle}/preview")[0]
         warm = min(client.get(f"/instances/{middle}/preview")[0] for _ in range(3))
