@@ -72,10 +72,10 @@ def corpus_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*.dcm"))
 
 
-def run_measured(cmd: list[str], **kw) -> tuple[float, int, float, subprocess.CompletedProcess]:
-    """Run a command; return (seconds, peak RSS in MB, CPU seconds, result).
+def run_measured(cmd: list[str], **kw) -> tuple[float, int, tuple[float, float], subprocess.CompletedProcess]:
+    """Run a command; return (seconds, peak RSS in MB, (user, system) CPU seconds, result).
 
-    The CPU time (user + system) counts the command's child processes too.
+    The CPU time counts the command's child processes too.
     """
     started = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
@@ -83,7 +83,7 @@ def run_measured(cmd: list[str], **kw) -> tuple[float, int, float, subprocess.Co
     elapsed = time.monotonic() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
     out, err = proc.stdout.read(), proc.stderr.read()
-    return (elapsed, usage.ru_maxrss // 1024, usage.ru_utime + usage.ru_stime,
+    return (elapsed, usage.ru_maxrss // 1024, (usage.ru_utime, usage.ru_stime),
             subprocess.CompletedProcess(cmd, proc.returncode, out, err))
 
 
@@ -104,7 +104,8 @@ def bench_sendit(folder: Path, workdir: Path) -> dict:
     images = db.execute("select count(*) from image").fetchone()[0]
     values = db.execute("select count(*) from header_value").fetchone()[0]
     db.close()
-    return {"seconds": elapsed, "rss_mb": rss, "cpu": cpu, "images": images, "values": values,
+    return {"seconds": elapsed, "rss_mb": rss, "cpu": sum(cpu), "system": cpu[1], "images": images,
+            "values": values,
             "summary": result.stdout.strip()}
 
 
@@ -172,11 +173,12 @@ class Orthanc:
             list(pool.map(send, files))
         return time.monotonic() - started
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU time Orthanc has used so far."""
+    def cpu_seconds(self) -> tuple[float, float]:
+        """User and system CPU time Orthanc has used so far."""
         with open(f"/proc/{self.proc.pid}/stat") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        tick = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / tick, int(fields[12]) / tick
 
     def rss_mb(self) -> int:
         with open(f"/proc/{self.proc.pid}/status") as status:
@@ -194,11 +196,11 @@ class Orthanc:
 def bench_orthanc(files: list[Path], workdir: Path) -> dict:
     orthanc = Orthanc(workdir)
     try:
-        cpu = orthanc.cpu_seconds()
+        before = orthanc.cpu_seconds()
         elapsed = orthanc.upload(files)
-        cpu = orthanc.cpu_seconds() - cpu
+        user, system = (b - a for a, b in zip(before, orthanc.cpu_seconds()))
         stats = orthanc.get("/statistics")
-        return {"seconds": elapsed, "rss_mb": orthanc.rss_mb(), "cpu": cpu,
+        return {"seconds": elapsed, "rss_mb": orthanc.rss_mb(), "cpu": user + system, "system": system,
                 "images": stats["CountInstances"]}
     finally:
         orthanc.stop()
@@ -224,14 +226,16 @@ def run_pair(name: str, folder: Path, files: list[Path], megabytes: float, has_o
     s = bench_sendit(folder, Path(keep.enter_context(tempfile.TemporaryDirectory(prefix="sendit-bench-"))))
     print(f"  sendit : {len(files) / s['seconds']:8.1f} files/s {megabytes / s['seconds']:7.1f} MB/s "
           f"peak RSS {s['rss_mb']} MB, {s['images']} images, {s['values']} header values, "
-          f"CPU {s['cpu'] * 1000 / len(files):.2f} ms a file", flush=True)
+          f"CPU {s['cpu'] * 1000 / len(files):.2f} ms a file ({s['system'] * 1000 / len(files):.2f} system)",
+          flush=True)
     row = {"corpus": name, "files": len(files), "mb": megabytes, "sendit": s}
     if has_orthanc:
         settled()
         o = bench_orthanc(files, Path(keep.enter_context(tempfile.TemporaryDirectory(prefix="orthanc-bench-"))))
         print(f"  orthanc: {len(files) / o['seconds']:8.1f} files/s {megabytes / o['seconds']:7.1f} MB/s "
               f"peak RSS {o['rss_mb']} MB, {o['images']} instances, "
-              f"CPU {o['cpu'] * 1000 / len(files):.2f} ms a file (the server alone)", flush=True)
+              f"CPU {o['cpu'] * 1000 / len(files):.2f} ms a file ({o['system'] * 1000 / len(files):.2f} "
+              f"system; the server alone)", flush=True)
         print(f"  ratio sendit/orthanc (files/s): {o['seconds'] / s['seconds']:.2f}x", flush=True)
         row["orthanc"] = o
     return row
