@@ -44,8 +44,7 @@ sys.path.insert(0, str(HERE))
 import ingest  # noqa: E402  (bench/ingest.py: corpus cache, Orthanc runner, sendit import)
 
 BIN = Path(sys.executable).parent
-PASSWORD = "bench"  # the user and password ingest.AUTH sends to both programs
-AUTH = ingest.AUTH
+PASSWORD, AUTH = ingest.PASSWORD, ingest.AUTH  # the same password for both programs
 PAGE = 100
 
 

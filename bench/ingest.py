@@ -46,8 +46,10 @@ BIN = Path(sys.executable).parent
 #: installs in the same virtualenv (it opens every imported file and takes an event
 #: per image, 0.05-0.1 ms a file that an installation never pays)
 AS_DEPLOYED = "sendit.plugins.disabled = example"
-#: both programs are asked for a password (sendit's lockdown, Orthanc's registered user)
-AUTH = "Basic " + base64.b64encode(b"bench:bench").decode()
+#: both programs ask for a password (sendit's lockdown, an Orthanc registered user):
+#: any user name and this password for sendit, both for Orthanc
+USER = PASSWORD = "bench"
+AUTH = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 CORPORA = {"ct": dict(files=2000, series=10, rows=512, columns=512),
            "small": dict(files=20000, series=10, rows=64, columns=64)}
 
@@ -93,7 +95,7 @@ def bench_sendit(folder: Path, workdir: Path) -> dict:
         "[app:main]", "use = egg:sendit",
         "sqlalchemy.url = sqlite:///sendit.sqlite",
         "sendit.storage_dir = storage", "sendit.var_dir = var",
-        "sendit.lockdown.password = bench", AS_DEPLOYED,
+        f"sendit.lockdown.password = {PASSWORD}", AS_DEPLOYED,
     ]) + "\n")
     subprocess.run([str(BIN / "sendit"), "initdb", str(ini)], check=True, capture_output=True)
     elapsed, rss, cpu, result = run_measured([str(BIN / "sendit"), "import", str(ini), str(folder),
@@ -105,8 +107,7 @@ def bench_sendit(folder: Path, workdir: Path) -> dict:
     values = db.execute("select count(*) from header_value").fetchone()[0]
     db.close()
     return {"seconds": elapsed, "rss_mb": rss, "cpu": sum(cpu), "system": cpu[1], "images": images,
-            "values": values,
-            "summary": result.stdout.strip()}
+            "values": values, "summary": result.stdout.strip()}
 
 
 def free_port() -> int:
@@ -126,7 +127,7 @@ class Orthanc:
             "IndexDirectory": str(workdir / "index"), "HttpPort": self.port,
             "DicomServerEnabled": False, "RemoteAccessAllowed": False,
             # a password, as sendit's lockdown has: both check one on every request
-            "AuthenticationEnabled": True, "RegisteredUsers": {"bench": "bench"},
+            "AuthenticationEnabled": True, "RegisteredUsers": {USER: PASSWORD},
             "Plugins": [], "StorageCompression": False,
             "HttpThreadsCount": 50, "ConcurrentJobs": 2, "LimitFindResults": 0,
             "LimitFindInstances": 0,

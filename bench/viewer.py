@@ -228,7 +228,7 @@ def bench_orthanc(folder: Path, workdir: Path, uids: list[str]) -> dict | None:
             conn.request("POST", "/tools/lookup", body=uid, headers={"Authorization": ingest.AUTH})
             ids.append(json.loads(conn.getresponse().read())[0]["ID"])
             conn.close()
-        client = Client(orthanc.port, "bench:bench")
+        client = Client(orthanc.port, f"{ingest.USER}:{ingest.PASSWORD}")
         middle = ids[len(ids) // 2]
         cold = client.get(f"/instances/{middle}/preview")[0]
         warm = min(client.get(f"/instances/{middle}/preview")[0] for _ in range(3))
