@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 import sendit_example
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from sendit_core.models import (
-    Batch, BatchStatus, FileOutcome, Image, IngestError, Job, JobFile, JobStatus, utcnow,
+    Batch, BatchStatus, FileOutcome, HeaderValue, Image, IngestError, Job, JobFile, JobStatus,
+    utcnow,
 )
 from sendit_core.pipeline import Ingestor, import_now, iter_files, submit, wait_for_batch
 from sendit_core.testing import broker_settings
@@ -437,3 +438,77 @@ def test_an_import_tunes_the_garbage_collector_and_undoes_it(app, tmp_path, monk
     assert seen and all(threshold == pipeline.INGEST_GC_THRESHOLD and frozen > 0
                         for threshold, frozen in seen)
     assert (gc.get_threshold(), gc.get_freeze_count()) == before
+
+
+def _pooled_foreign_keys(app) -> set:
+    """``PRAGMA foreign_keys`` of every connection the app's SQLite pool would hand out."""
+    engine = app.settings["sendit.engine"]
+    connections = [engine.connect() for _ in range(engine.pool.checkedin() or 1)]
+    try:
+        return {c.exec_driver_sql("PRAGMA foreign_keys").scalar() for c in connections}
+    finally:
+        for c in connections:
+            c.close()
+
+
+def test_deleting_an_imported_batch_still_cascades_to_its_values(app, factory, tmp_path):
+    """On SQLite a chunk's transaction skips the foreign key lookups (its rows
+    are consistent by construction); the connection gets them back after, so a
+    later delete on the same pooled connections still removes the batch's
+    images and header values."""
+    for i in range(7):
+        example_file(tmp_path / "in", f"{i}.ex", f"1.2.{i}", f"PatientID=P{i}\n")
+    _, result, batch = run_import(app, [tmp_path / "in"])
+    assert result.imported == 7
+    if app.settings["sendit.engine"].dialect.name == "sqlite":
+        assert _pooled_foreign_keys(app) == {1}
+    with factory() as db:
+        assert db.scalar(select(func.count()).select_from(HeaderValue)) > 0
+        db.execute(delete(Batch).where(Batch.id == batch.id))
+        db.commit()
+        assert db.scalar(select(func.count()).select_from(Image)) == 0
+        assert db.scalar(select(func.count()).select_from(HeaderValue)) == 0
+
+
+def test_a_chunk_that_fails_midway_leaves_nothing_and_gives_the_checks_back(app, factory, tmp_path,
+                                                                            monkeypatch):
+    from sendit_core import bulk
+
+    for i in range(3):
+        example_file(tmp_path / "in", f"{i}.ex", f"1.2.{i}", f"PatientID=P{i}\n")
+
+    def broken(self, rows):
+        raise RuntimeError("the disk is full")
+
+    monkeypatch.setattr(bulk.BulkWriter, "insert_values", broken)
+    with pytest.raises(RuntimeError, match="the disk is full"):
+        run_import(app, [tmp_path / "in"])
+    with factory() as db:
+        assert db.scalar(select(func.count()).select_from(Image)) == 0
+    if app.settings["sendit.engine"].dialect.name == "sqlite":
+        assert _pooled_foreign_keys(app) == {1}
+
+
+def test_a_batch_deleted_while_its_chunk_is_written_leaves_no_orphan_rows(app, factory, tmp_path,
+                                                                          monkeypatch):
+    """The app refuses to delete a batch with files pending; should its row go
+    anyway (by hand, in SQL) while a chunk is prepared, the chunk's transaction
+    finds it gone and writes nothing, foreign key lookups or not."""
+    for i in range(3):
+        example_file(tmp_path / "in", f"{i}.ex", f"1.2.{i}", f"PatientID=P{i}\n")
+    submission = submit(factory, app.settings, iter_files([tmp_path / "in"]), publish=False)
+    ensure_fields = Ingestor._ensure_fields
+
+    def then_delete_the_batch(self, items):
+        ensure_fields(self, items)
+        with factory() as db:
+            db.execute(delete(Batch).where(Batch.id == submission.batch_id))
+            db.commit()
+
+    monkeypatch.setattr(Ingestor, "_ensure_fields", then_delete_the_batch)
+    with pytest.raises(Exception, match=f"batch {submission.batch_id} was deleted|FOREIGN KEY|foreign key"):
+        import_now(Ingestor(app.settings, app.pm, factory), submission)
+    with factory() as db:
+        assert db.scalar(select(func.count()).select_from(Image)) == 0
+        assert db.scalar(select(func.count()).select_from(HeaderValue)) == 0
+        assert db.scalar(select(func.count()).select_from(IngestError)) == 0
