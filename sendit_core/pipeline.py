@@ -683,10 +683,14 @@ def _foreign_keys_unchecked(db: Session):
     try:
         yield
     finally:
-        db.rollback()  # nothing after a commit; an unfinished transaction is undone
-        connection = db.connection()
-        connection.exec_driver_sql("PRAGMA foreign_keys=ON")
-        if connection.exec_driver_sql("PRAGMA foreign_keys").scalar() != 1:
+        try:
+            db.rollback()  # nothing after a commit; an unfinished transaction is undone
+            connection = db.connection()
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            restored = connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        except Exception:  # noqa: BLE001 - the body's own error, if any, goes on
+            restored = False
+        if not restored:  # never back into the pool without its checks
             connection.invalidate()
 
 

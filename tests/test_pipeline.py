@@ -512,3 +512,25 @@ def test_a_batch_deleted_while_its_chunk_is_written_leaves_no_orphan_rows(app, f
         assert db.scalar(select(func.count()).select_from(Image)) == 0
         assert db.scalar(select(func.count()).select_from(HeaderValue)) == 0
         assert db.scalar(select(func.count()).select_from(IngestError)) == 0
+
+
+def test_a_connection_that_cannot_take_its_checks_back_is_discarded(app, factory, tmp_path, monkeypatch):
+    """Should giving the connection its foreign key checks back fail, the
+    connection is thrown away rather than pooled without them."""
+    if app.settings["sendit.engine"].dialect.name != "sqlite":
+        pytest.skip("the checks are skipped on SQLite only")
+    from sqlalchemy.engine import Connection
+
+    example_file(tmp_path / "in", "a.ex", "1.2.3", "PatientID=P\n")
+    invalidated = []
+    real_exec = Connection.exec_driver_sql
+
+    def refusing(self, statement, *args, **kw):
+        if statement == "PRAGMA foreign_keys=ON":
+            raise RuntimeError("no")
+        return real_exec(self, statement, *args, **kw)
+
+    monkeypatch.setattr(Connection, "exec_driver_sql", refusing)
+    monkeypatch.setattr(Connection, "invalidate", lambda self, exception=None: invalidated.append(self))
+    _, result, _ = run_import(app, [tmp_path / "in"])
+    assert result.imported == 1 and len(invalidated) == 1
