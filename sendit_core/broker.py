@@ -38,6 +38,8 @@ def connect(settings: dict[str, Any]) -> Connection:
     url = settings["sendit.broker_url"]
     options: dict[str, Any] = {}
     if url.startswith("filesystem://"):
+        if url.rstrip("/") == "filesystem:":  # no host: kombu would warn at every start
+            url = "filesystem://localhost//"
         folder = Path(settings["sendit.var_dir"]) / "queue"
         (folder / "control").mkdir(parents=True, exist_ok=True)
         options = {"data_folder_in": str(folder), "data_folder_out": str(folder),

@@ -534,3 +534,20 @@ def test_a_connection_that_cannot_take_its_checks_back_is_discarded(app, factory
     monkeypatch.setattr(Connection, "invalidate", lambda self, exception=None: invalidated.append(self))
     _, result, _ = run_import(app, [tmp_path / "in"])
     assert result.imported == 1 and len(invalidated) == 1
+
+
+def test_the_embedded_broker_connects_without_a_warning(app, tmp_path, caplog):
+    """``filesystem://`` names no host; kombu warned about it (\"No hostname was
+    supplied\") in every log at every start, for a transport that has none."""
+    import logging
+
+    from sendit_core.broker import connect, publish_jobs
+
+    settings = {**app.settings, "sendit.broker_url": "filesystem://"}
+    with caplog.at_level(logging.WARNING, logger="kombu"):
+        connection = connect(settings)
+        assert publish_jobs(settings, [1, 2], connection) == 2
+        assert connection.as_uri() == "filesystem://:**@localhost//"  # as a worker's log names it
+        connection.release()
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("kombu")] == []
+    assert len(list((Path(settings["sendit.var_dir"]) / "queue").glob("*.msg"))) == 2
