@@ -414,13 +414,14 @@ class Ingestor:
     def _commit(self, job: Job, chunk: list[Outcome]) -> tuple[JobResult, bool]:
         result = JobResult()
         now = utcnow()
+        pending = [item for item in chunk if item.outcome is FileOutcome.PENDING]
         with self.session_factory() as db, _foreign_keys_unchecked(db):
             writer = BulkWriter(db)
-            values: list[tuple] = []
-            for item in chunk:
-                if item.outcome is FileOutcome.PENDING:
-                    self._insert_image(writer, job.batch_id, item, now, values)
-            writer.insert_values(values)
+            writer.stage_values(self._value_rows(pending))  # before any lock is taken
+            for item in pending:
+                self._insert_image(writer, job.batch_id, item, now)
+            writer.insert_staged({item.file_id: item.image_id for item in pending
+                                  if item.outcome is FileOutcome.IMPORTED})
             writer.close()
             errors = self._new_errors(db, job.batch_id, chunk, now)
             if errors:
@@ -471,7 +472,7 @@ class Ingestor:
                  "created_at": now}
                 for (path, step, message) in failed if (path, step, message) not in known]
 
-    def _insert_image(self, writer: BulkWriter, batch_id: int, item: Outcome, now, values: list) -> None:
+    def _insert_image(self, writer: BulkWriter, batch_id: int, item: Outcome, now) -> None:
         p = item.parsed
         image_id = writer.insert_image(dict(
             batch_id=batch_id, sop_instance_uid=p.sop_instance_uid[:64],
@@ -484,17 +485,25 @@ class Ingestor:
             self._duplicate_or_conflict(item, self.storage_dir / item.relpath)
             return
         item.outcome, item.image_id = FileOutcome.IMPORTED, image_id
+
+    def _value_rows(self, items: list[Outcome]) -> list[tuple]:
+        """The header value rows of ``items``, keyed by job-file id (see
+        :meth:`BulkWriter.stage_values`)."""
         fields = self.fields
-        seen: set[tuple[int, str, int]] = set()
-        for e in p.elements:
-            key = (fields[e.tag_path], e.item, e.position)
-            if key in seen:  # a parser listed one value twice: keep the first
-                continue
-            seen.add(key)
-            text = e.value_text
-            values.append((image_id, key[0], e.item, e.position,
-                           text if text is None or len(text) <= MAX_VALUE_LENGTH else text[:MAX_VALUE_LENGTH],
-                           e.value_num))
+        values: list[tuple] = []
+        for item in items:
+            file_id = item.file_id
+            seen: set[tuple[int, str, int]] = set()
+            for e in item.parsed.elements:
+                key = (fields[e.tag_path], e.item, e.position)
+                if key in seen:  # a parser listed one value twice: keep the first
+                    continue
+                seen.add(key)
+                text = e.value_text
+                values.append((file_id, key[0], e.item, e.position,
+                               text if text is None or len(text) <= MAX_VALUE_LENGTH else text[:MAX_VALUE_LENGTH],
+                               e.value_num))
+        return values
 
     def _after_commit(self, job: Job, chunk: list[Outcome], finished: bool) -> None:
         if job.delete_source:

@@ -477,10 +477,10 @@ def test_a_chunk_that_fails_midway_leaves_nothing_and_gives_the_checks_back(app,
     for i in range(3):
         example_file(tmp_path / "in", f"{i}.ex", f"1.2.{i}", f"PatientID=P{i}\n")
 
-    def broken(self, rows):
+    def broken(self, image_ids):
         raise RuntimeError("the disk is full")
 
-    monkeypatch.setattr(bulk.BulkWriter, "insert_values", broken)
+    monkeypatch.setattr(bulk.BulkWriter, "insert_staged", broken)
     with pytest.raises(RuntimeError, match="the disk is full"):
         run_import(app, [tmp_path / "in"])
     with factory() as db:
@@ -551,3 +551,57 @@ def test_the_embedded_broker_connects_without_a_warning(app, tmp_path, caplog):
         connection.release()
     assert [r.getMessage() for r in caplog.records if r.name.startswith("kombu")] == []
     assert len(list((Path(settings["sendit.var_dir"]) / "queue").glob("*.msg"))) == 2
+
+
+def test_a_chunks_values_are_staged_without_the_databases_write_lock(app, factory):
+    """SQLite has one writer at a time: a chunk's ~11,000 header value rows are
+    staged in the connection's own temporary table while another process may
+    hold the lock, and only the images and one INSERT … SELECT need it."""
+    import sqlite3
+
+    from sendit_core.bulk import BulkWriter
+
+    engine = app.settings["sendit.engine"]
+    if engine.dialect.name != "sqlite":
+        pytest.skip("staging in a temporary table is SQLite's")
+    other = sqlite3.connect(engine.url.database, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another import process, mid-transaction
+    try:
+        with factory() as db:
+            connection = db.connection()
+            connection.exec_driver_sql("PRAGMA busy_timeout=0")  # a wait for the lock fails at once
+            writer = BulkWriter(db)
+            writer.stage_values([(7, 1, "", 0, "old", None)])
+            writer.stage_values([(8, 1, "", 0, "a", None), (8, 2, "", 0, None, 1.5)])
+            staged = connection.exec_driver_sql(
+                "SELECT file_id, value_text FROM temp.sendit_staged_value ORDER BY rowid").all()
+            assert staged == [(8, "a"), (8, None)]  # each chunk's rows alone
+            with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+                writer.insert_image(dict(batch_id=1, sop_instance_uid="1.2.3", sop_class_uid=None,
+                                         study_instance_uid=None, series_instance_uid=None, modality=None,
+                                         instance_number=None, transfer_syntax_uid=None, stored_path="x",
+                                         original_name="x", size=1, created_at=utcnow()))
+            connection.invalidate()  # not back into the pool with busy_timeout=0
+            db.rollback()
+    finally:
+        other.rollback()
+        other.close()
+
+
+def test_a_uid_committed_meanwhile_drops_that_files_staged_values(app, factory, tmp_path, monkeypatch):
+    """A UID that another worker commits between the duplicate check and the
+    image's insert makes the file a duplicate; the values staged for it are not
+    written, and those of the chunk's other files land on their own images."""
+    example_file(tmp_path / "first", "a.ex", "1.2.3", "PatientID=A\n")
+    _, _, batch = run_import(app, [tmp_path / "first"])
+    example_file(tmp_path / "second", "a.ex", "1.2.3", "PatientID=A\n")
+    example_file(tmp_path / "second", "b.ex", "1.2.4", "PatientID=B\nPatientName=Bee\n")
+    monkeypatch.setattr(Ingestor, "_check_existing", lambda self, batch_id, parsed: None)
+    _, result, batch = run_import(app, [tmp_path / "second"], batch_id=batch.id)
+    assert (result.imported, result.duplicates, result.errors) == (1, 1, 0)
+    with factory() as db:
+        values = db.execute(select(Image.sop_instance_uid, HeaderValue.value_text)
+                            .join(HeaderValue, HeaderValue.image_id == Image.id)
+                            .order_by(Image.sop_instance_uid, HeaderValue.value_text)).all()
+    assert [tuple(v) for v in values if v[1] in {"A", "B", "Bee"}] == [
+        ("1.2.3", "A"), ("1.2.4", "B"), ("1.2.4", "Bee")]
