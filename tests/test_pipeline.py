@@ -570,6 +570,7 @@ def test_a_chunks_values_are_staged_without_the_databases_write_lock(app, factor
         with factory() as db:
             connection = db.connection()
             connection.exec_driver_sql("PRAGMA busy_timeout=0")  # a wait for the lock fails at once
+            assert connection.exec_driver_sql("PRAGMA temp_store").scalar() == 2  # in memory, no file
             writer = BulkWriter(db)
             writer.stage_values([(7, 1, "", 0, "old", None)])
             writer.stage_values([(8, 1, "", 0, "a", None), (8, 2, "", 0, None, 1.5)])
