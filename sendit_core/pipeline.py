@@ -55,25 +55,31 @@ class Submission:
     file_count: int
 
 
-def iter_files(paths: Iterable[str | Path]) -> Iterator[tuple[Path, str]]:
+def iter_files(paths: Iterable[str | Path]) -> Iterator[tuple[str, str]]:
     """Yield ``(absolute path, display name)`` for files and folders (recursively,
-    sorted, streaming). Broken symlinks are yielded too: they become error rows."""
+    sorted, streaming); the display name is the path from the given folder's
+    name down. Broken symlinks are yielded too: they become error rows.
+
+    Plain strings, not :class:`~pathlib.Path` objects: a 20,000-file folder's
+    paths cost 0.3 s of pathlib, before any file is imported.
+    """
     for given in paths:
-        root = Path(given).absolute()
-        if root.is_dir():
+        root = os.path.abspath(given)
+        if os.path.isdir(root):
+            skip = len(os.path.join(os.path.dirname(root), ""))  # up to the folder's own name
             for folder, dirs, files in os.walk(root):
                 dirs.sort()
+                shown = folder[skip:]
                 for name in sorted(files):
-                    path = Path(folder, name)
-                    yield path, str(path.relative_to(root.parent))
+                    yield os.path.join(folder, name), os.path.join(shown, name)
         else:
-            yield root, root.name
+            yield root, os.path.basename(root)
 
 
 def create_jobs(
     db: Session,
     settings: dict[str, Any],
-    files: Iterable[tuple[Path | str, str]],
+    files: Iterable[tuple[str | Path, str]],
     *,
     batch: Batch | None = None,
     batch_name: str | None = None,
@@ -102,8 +108,14 @@ def create_jobs(
         job = Job(batch_id=batch.id, source=source, delete_source=delete_source, file_count=len(chunk))
         db.add(job)
         db.flush()
-        db.execute(JobFile.__table__.insert(), [{"job_id": job.id, "path": p, "name": n, "outcome": "PENDING",
-                                                 "source_deleted": False} for p, n in chunk])
+        # on the driver's cursor: SQLAlchemy's per-row parameter handling was
+        # half of recording a 20,000-file folder
+        connection = db.connection()
+        mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+        connection.exec_driver_sql(
+            f"INSERT INTO job_file (job_id, path, name, outcome, source_deleted) "
+            f"VALUES ({mark}, {mark}, {mark}, '{FileOutcome.PENDING.value}', {mark})",
+            [(job.id, p, n, False) for p, n in chunk])
         job_ids.append(job.id)
         chunk.clear()
 
@@ -126,7 +138,7 @@ def create_jobs(
 def submit(
     session_factory: sessionmaker[Session],
     settings: dict[str, Any],
-    files: Iterable[tuple[Path | str, str]],
+    files: Iterable[tuple[str | Path, str]],
     *,
     batch_id: int | None = None,
     batch_name: str | None = None,

@@ -75,6 +75,20 @@ def test_a_folder_becomes_one_batch_with_every_file_accounted_for(app, factory, 
         assert image.original_name == "study1/sub/03.ex"
 
 
+def test_files_are_listed_sorted_with_names_from_the_given_folder_down(tmp_path, monkeypatch):
+    for name in ("b/2.ex", "b/1.ex", "a/z.ex", "top.ex"):
+        (tmp_path / "study" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "study" / name).write_bytes(b"x")
+    (tmp_path / "study" / "gone.ex").symlink_to(tmp_path / "nowhere")
+    (tmp_path / "single.ex").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path / "study" / "a")
+    listed = list(iter_files([f"{tmp_path}/study/", "../../single.ex", Path("..")]))
+    # a folder's own files first, then its subfolders, each sorted; a broken link too
+    names = ["study/gone.ex", "study/top.ex", "study/a/z.ex", "study/b/1.ex", "study/b/2.ex"]
+    assert listed == [(f"{tmp_path}/{name}", name) for name in names] + [
+        (str(tmp_path / "single.ex"), "single.ex")] + [(f"{tmp_path}/{name}", name) for name in names]
+
+
 def test_storage_layout_and_no_temporary_files_left(app, tmp_path):
     example_file(tmp_path / "in", "a.ex", "1.2.3")
     _, _, batch = run_import(app, [tmp_path / "in"])
