@@ -151,8 +151,6 @@ def submit(
     :param batch_id: add to this existing batch (``LookupError`` if it is gone),
         else a new batch named ``batch_name`` is created.
     """
-    from .broker import publish_jobs
-
     with session_factory() as db:
         batch = None
         if batch_id is not None:
@@ -163,6 +161,8 @@ def submit(
                                  source=source, delete_source=delete_source)
         db.commit()
     if publish:
+        from .broker import publish_jobs  # here: kombu is a tenth of an in-process import's start-up
+
         publish_jobs(settings, submission.job_ids)
     return submission
 

@@ -160,6 +160,20 @@ def test_commands_start_without_the_web_framework(make_settings, tmp_path):
     assert imported == set()
 
 
+def test_an_import_in_process_loads_no_broker_client(make_settings, tmp_path):
+    """``sendit import --now`` sends no message: kombu, 0.05 s of its start-up, stays unloaded."""
+    ini = write_ini(tmp_path / "app.ini", make_settings())
+    (tmp_path / "empty").mkdir()
+    script = ("import sys\n"
+              "from sendit_core.cli import main\n"
+              f"assert main(['initdb', {str(ini)!r}]) == 0\n"
+              f"assert main(['import', {str(ini)!r}, {str(tmp_path / 'empty')!r}, '--now', '-q']) == 0\n"
+              "print('kombu' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1] == "False"
+
+
 @pytest.mark.parametrize("given, expected", [(None, "1"), ("4", "4")])
 def test_the_command_keeps_numpy_to_one_blas_thread(given, expected):
     """OpenBLAS's thread pool, started when pydicom imports numpy, spins on the
