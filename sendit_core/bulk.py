@@ -41,6 +41,11 @@ _SQLITE_STAGING = (
 )
 
 
+def placeholder(dialect) -> str:
+    """The DB-API driver's positional parameter mark: ``?`` (sqlite3) or ``%s`` (psycopg)."""
+    return "?" if dialect.paramstyle == "qmark" else "%s"
+
+
 class BulkWriter:
     """Raw inserts on the session's connection (inside its transaction).
 
@@ -53,7 +58,7 @@ class BulkWriter:
         self.dialect = connection.dialect
         self.cursor = connection.connection.driver_connection.cursor()
         self.postgresql = self.dialect.name == "postgresql"
-        mark = "%s" if self.postgresql else "?"
+        mark = placeholder(self.dialect)
         self.image_sql = (
             f"INSERT INTO image ({', '.join(IMAGE_COLUMNS)}) "
             f"VALUES ({', '.join([mark] * len(IMAGE_COLUMNS))}) "

@@ -39,7 +39,7 @@ from .models import (
     IngestError, Job, JobFile, JobStatus, utcnow,
 )
 from .parsing import HeaderElement, ParsedFile, ParseError, parse_file
-from .bulk import BulkWriter
+from .bulk import BulkWriter, placeholder
 from .storage import Stored, remove_stored, same_content, store_file, stored_relpath
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def create_jobs(
         # on the driver's cursor: SQLAlchemy's per-row parameter handling was
         # half of recording a 20,000-file folder
         connection = db.connection()
-        mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+        mark = placeholder(connection.dialect)
         connection.exec_driver_sql(
             f"INSERT INTO job_file (job_id, path, name, outcome, source_deleted) "
             f"VALUES ({mark}, {mark}, {mark}, '{FileOutcome.PENDING.value}', {mark})",
