@@ -207,11 +207,24 @@ def bench_orthanc(files: list[Path], workdir: Path) -> dict:
         orthanc.stop()
 
 
-def settled() -> None:
-    """Write every dirty page to disk before a timed run, so that neither
-    program pays for the other's (or the corpus generator's) writeback."""
+def settled(files: list[Path]) -> None:
+    """Before a timed run: write every dirty page to disk, so that neither
+    program pays for the other's (or the corpus generator's) writeback, and
+    read the whole corpus, so that both read it from the page cache.
+
+    The second matters on this build machine, whose host takes page-cache
+    pages back from an idle guest (about 10 MB/s, oldest first: ``fincore``
+    on the corpus while nothing runs): the program that ran first after a
+    pause read part of the corpus from the disk, and the other one found it
+    cached. sendit always runs first.
+    """
     os.sync()
     time.sleep(1)
+    buffer = bytearray(1 << 20)
+    for path in files:  # last, so that nothing is taken back meanwhile
+        with open(path, "rb", buffering=0) as f:
+            while f.readinto(buffer):
+                pass
 
 
 def run_pair(name: str, folder: Path, files: list[Path], megabytes: float, has_orthanc: bool,
@@ -223,7 +236,7 @@ def run_pair(name: str, folder: Path, files: list[Path], megabytes: float, has_o
     deleted in the last minutes when it makes a new file, so a run that
     followed the deletion of the other's thousands of files would pay for it.
     """
-    settled()
+    settled(files)
     s = bench_sendit(folder, Path(keep.enter_context(tempfile.TemporaryDirectory(prefix="sendit-bench-"))))
     print(f"  sendit : {len(files) / s['seconds']:8.1f} files/s {megabytes / s['seconds']:7.1f} MB/s "
           f"peak RSS {s['rss_mb']} MB, {s['images']} images, {s['values']} header values, "
@@ -231,7 +244,7 @@ def run_pair(name: str, folder: Path, files: list[Path], megabytes: float, has_o
           flush=True)
     row = {"corpus": name, "files": len(files), "mb": megabytes, "sendit": s}
     if has_orthanc:
-        settled()
+        settled(files)
         o = bench_orthanc(files, Path(keep.enter_context(tempfile.TemporaryDirectory(prefix="orthanc-bench-"))))
         print(f"  orthanc: {len(files) / o['seconds']:8.1f} files/s {megabytes / o['seconds']:7.1f} MB/s "
               f"peak RSS {o['rss_mb']} MB, {o['images']} instances, "
