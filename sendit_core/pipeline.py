@@ -429,7 +429,13 @@ class Ingestor:
         pending = [item for item in chunk if item.outcome is FileOutcome.PENDING]
         with self.session_factory() as db, _foreign_keys_unchecked(db):
             writer = BulkWriter(db)
-            writer.stage_values(self._value_rows(pending))  # before any lock is taken
+            if pending:
+                # Staging begins the driver's transaction (SQLite: on its temporary
+                # table, no lock). The first statement on the database itself must
+                # then be a write (the first image's insert): a read first would
+                # pin a snapshot that SQLite refuses to turn into a write once
+                # another process has committed ("database is locked", at once).
+                writer.stage_values(self._value_rows(pending))
             for item in pending:
                 self._insert_image(writer, job.batch_id, item, now)
             writer.insert_staged({item.file_id: item.image_id for item in pending
@@ -814,7 +820,9 @@ def import_parallel(settings: dict[str, Any], pm, submission: Submission, proces
     engine = settings["sendit.engine"]
     context = multiprocessing.get_context("fork")
     prepare_ahead = not (processes > 1 and engine.dialect.name == "sqlite")
-    children = [context.Process(target=_work_on, args=(settings, pm, submission.job_ids, prepare_ahead),
+    reports = context.SimpleQueue()
+    children = [context.Process(target=_work_on, args=(settings, pm, submission.job_ids, prepare_ahead,
+                                                       reports),
                                 name=f"sendit-import-{n}", daemon=True) for n in range(processes)]
     engine.dispose()  # no pooled connection may cross the fork
     for child in children:
@@ -833,13 +841,25 @@ def import_parallel(settings: dict[str, Any], pm, submission: Submission, proces
     failed = [child.name for child in children if child.exitcode != 0]
     if failed:
         raise RuntimeError(f"import process(es) {', '.join(failed)} failed; see the log above")
+    reported = JobResult()
+    while not reports.empty():
+        reported.add(reports.get())
+    reports.close()
+    counts = _outcome_counts(factory, submission)
     if progress:
-        progress(_files_done(factory, submission))
+        progress(sum(n for outcome, n in counts.items() if outcome is not FileOutcome.PENDING))
+    if counts == {FileOutcome.IMPORTED: reported.imported, FileOutcome.DUPLICATE: reported.duplicates,
+                  FileOutcome.ERROR: reported.errors}:
+        return reported
+    # another worker (a standalone one, sweeping queued jobs) took some of the
+    # jobs: count them all from the database
     return submission_result(factory, submission)
 
 
-def _work_on(settings: dict[str, Any], pm, job_ids: list[int], prepare_ahead: bool = True) -> None:
-    """A forked import process: take every job nobody else has."""
+def _work_on(settings: dict[str, Any], pm, job_ids: list[int], prepare_ahead: bool = True,
+             reports=None) -> None:
+    """A forked import process: take every job nobody else has; put what it did
+    in ``reports`` (a queue) at the end."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
@@ -847,9 +867,14 @@ def _work_on(settings: dict[str, Any], pm, job_ids: list[int], prepare_ahead: bo
     # (the parent's connections stay the parent's)
     ingestor = Ingestor(settings, pm, get_session_factory(settings["sendit.engine"]))
     ingestor.prepare_ahead = prepare_ahead
+    total = JobResult()
     with gc_tuned_for_ingest():
         for job_id in job_ids:
-            ingestor.run_job(job_id)
+            result = ingestor.run_job(job_id)
+            if result is not None:
+                total.add(result)
+    if reports is not None:
+        reports.put(total)
 
 
 def _files_done(factory, submission: Submission) -> int:
@@ -858,8 +883,23 @@ def _files_done(factory, submission: Submission) -> int:
             JobFile.job_id.in_(submission.job_ids), JobFile.outcome != FileOutcome.PENDING))
 
 
+def _outcome_counts(factory, submission: Submission) -> dict[FileOutcome, int]:
+    """How many of a submission's files have each outcome (``PENDING`` left out
+    when none is); read from the job-file index alone."""
+    with factory() as db:
+        rows = db.execute(select(JobFile.outcome, func.count())
+                          .where(JobFile.job_id.in_(submission.job_ids))
+                          .group_by(JobFile.outcome)).all()
+    counts = {FileOutcome.IMPORTED: 0, FileOutcome.DUPLICATE: 0, FileOutcome.ERROR: 0}
+    counts.update(dict(rows))
+    return counts
+
+
 def submission_result(factory, submission: Submission) -> JobResult:
-    """What became of a submission's files, counted from the database."""
+    """What became of a submission's files, counted from the database.
+
+    It reads every imported image's row (for the bytes): with hundreds of
+    thousands of files, tens of megabytes of SQLite's page cache."""
     result = JobResult()
     with factory() as db:
         rows = db.execute(
