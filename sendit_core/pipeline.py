@@ -821,8 +821,7 @@ def import_parallel(settings: dict[str, Any], pm, submission: Submission, proces
     context = multiprocessing.get_context("fork")
     prepare_ahead = not (processes > 1 and engine.dialect.name == "sqlite")
     reports = context.SimpleQueue()
-    children = [context.Process(target=_work_on, args=(settings, pm, submission.job_ids, prepare_ahead,
-                                                       reports),
+    children = [context.Process(target=_work_on, args=(settings, pm, submission, prepare_ahead, reports),
                                 name=f"sendit-import-{n}", daemon=True) for n in range(processes)]
     engine.dispose()  # no pooled connection may cross the fork
     for child in children:
@@ -847,7 +846,7 @@ def import_parallel(settings: dict[str, Any], pm, submission: Submission, proces
     reports.close()
     counts = _outcome_counts(factory, submission)
     if progress:
-        progress(sum(n for outcome, n in counts.items() if outcome is not FileOutcome.PENDING))
+        progress(_done(counts))
     if counts == {FileOutcome.IMPORTED: reported.imported, FileOutcome.DUPLICATE: reported.duplicates,
                   FileOutcome.ERROR: reported.errors}:
         return reported
@@ -856,7 +855,7 @@ def import_parallel(settings: dict[str, Any], pm, submission: Submission, proces
     return submission_result(factory, submission)
 
 
-def _work_on(settings: dict[str, Any], pm, job_ids: list[int], prepare_ahead: bool = True,
+def _work_on(settings: dict[str, Any], pm, submission: Submission, prepare_ahead: bool = True,
              reports=None) -> None:
     """A forked import process: take every job nobody else has; put what it did
     in ``reports`` (a queue) at the end."""
@@ -867,20 +866,17 @@ def _work_on(settings: dict[str, Any], pm, job_ids: list[int], prepare_ahead: bo
     # (the parent's connections stay the parent's)
     ingestor = Ingestor(settings, pm, get_session_factory(settings["sendit.engine"]))
     ingestor.prepare_ahead = prepare_ahead
-    total = JobResult()
-    with gc_tuned_for_ingest():
-        for job_id in job_ids:
-            result = ingestor.run_job(job_id)
-            if result is not None:
-                total.add(result)
+    total = import_now(ingestor, submission)
     if reports is not None:
         reports.put(total)
 
 
 def _files_done(factory, submission: Submission) -> int:
-    with factory() as db:
-        return db.scalar(select(func.count()).select_from(JobFile).where(
-            JobFile.job_id.in_(submission.job_ids), JobFile.outcome != FileOutcome.PENDING))
+    return _done(_outcome_counts(factory, submission))
+
+
+def _done(counts: dict[FileOutcome, int]) -> int:
+    return sum(n for outcome, n in counts.items() if outcome is not FileOutcome.PENDING)
 
 
 def _outcome_counts(factory, submission: Submission) -> dict[FileOutcome, int]:
